@@ -1,0 +1,363 @@
+"""Decode a video file with PyAV straight into one preallocated float32 IMAGE tensor, plus its audio.
+
+Frame selection follows VideoHelperSuite's options, applied in this order: `force_fps` resamples the
+timeline (nearest earlier frame), then `skip_first_frames`, then `select_every_nth`, then
+`frame_load_cap`. Rotation metadata is applied (phone clips). Memory is estimated before decoding.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator
+
+import av
+import numpy as np
+import torch
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_FLOAT = 4
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Frame selection and limits; 0 means "no limit" / "keep"."""
+
+    frame_load_cap: int = 0
+    skip_first_frames: int = 0
+    select_every_nth: int = 1
+    force_fps: float = 0.0
+    max_width: int = 0
+    max_height: int = 0
+    audio_sample_rate: int = 0
+    #: Refuse to decode when the tensor would need more than this; None = 80 % of available RAM.
+    max_memory_bytes: int | None = None
+
+    @property
+    def untouched(self) -> bool:
+        """True when the selection keeps every frame of the file at its own size and rate."""
+        return (self.frame_load_cap == 0 and self.skip_first_frames == 0 and self.select_every_nth == 1
+                and not self.force_fps and not self.max_width and not self.max_height)
+
+
+@dataclass
+class Audio:
+    """Float32 waveform [channels, samples] in -1..1. `silent` marks a placeholder for a clip with no audio."""
+
+    waveform: torch.Tensor
+    sample_rate: int
+    silent: bool = False
+
+    @property
+    def duration(self) -> float:
+        return self.waveform.shape[-1] / self.sample_rate
+
+
+@dataclass
+class Clip:
+    """Decoded video: frames [F,H,W,3] float32 0..1, fps, audio, and the file it came from."""
+
+    frames: torch.Tensor
+    fps: float
+    audio: Audio | None
+    source_path: str | None = None
+    #: The frames are exactly the file's frames (a remote backend may upload the file as is).
+    untouched: bool = False
+    start_time: float = 0.0
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.frames.shape[2])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames.shape[1])
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says before decoding."""
+
+    width: int  # display width (after rotation)
+    height: int
+    rotation: int  # degrees counter-clockwise to apply for display
+    fps: float
+    duration: float
+    frame_count: int  # container's count, or estimated from duration x fps
+    has_audio: bool
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo, else physical memory (a rough but safe figure)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 1024**3
+
+
+def _open(path: str) -> av.container.InputContainer:
+    if not os.path.exists(path):
+        raise InputError("video", f"file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise InputError("video", f"{os.path.basename(path)} is empty (0 bytes)")
+    try:
+        return av.open(path, mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError("video", f"{os.path.basename(path)} is not a video PyAV can read "
+                                  f"(truncated or not a media file): {exc}") from None
+
+
+def probe(path: str) -> VideoInfo:
+    """Read size, rotation, fps, duration and frame count without decoding the whole file."""
+    with _open(path) as container:
+        return _probe_container(container, path)
+
+
+def _probe_container(container, path: str) -> VideoInfo:
+    if not container.streams.video:
+        kind = "an audio-only file" if container.streams.audio else "a file with no video stream"
+        raise InputError("video", f"{os.path.basename(path)} is {kind}; a video stream is required")
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(24)
+    fps = float(rate)
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    else:
+        duration = 0.0
+    frame_count = stream.frames or int(round(duration * fps))
+    # The first frame carries the display matrix; decoding one frame is cheap and reliable.
+    rotation = 0
+    width, height = stream.codec_context.width, stream.codec_context.height
+    try:
+        for frame in container.decode(stream):
+            rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+            width, height = frame.width, frame.height
+            break
+    except av.error.FFmpegError as exc:
+        raise InputError("video", f"{os.path.basename(path)}: cannot decode the first frame ({exc})") from None
+    if width == 0 or height == 0:
+        raise InputError("video", f"{os.path.basename(path)}: no decodable frames")
+    if rotation % 180 == 90:
+        width, height = height, width
+    return VideoInfo(width, height, rotation, fps, duration, frame_count, bool(container.streams.audio))
+
+
+def output_size(info: VideoInfo, opts: DecodeOptions) -> tuple[int, int]:
+    """Display size after the optional max_width / max_height downscale (aspect kept, even sides kept)."""
+    w, h = info.width, info.height
+    scale = 1.0
+    if opts.max_width and w > opts.max_width:
+        scale = min(scale, opts.max_width / w)
+    if opts.max_height and h > opts.max_height:
+        scale = min(scale, opts.max_height / h)
+    if scale < 1.0:
+        w, h = max(2, int(w * scale) // 2 * 2), max(2, int(h * scale) // 2 * 2)
+    return w, h
+
+
+def planned_frame_count(info: VideoInfo, opts: DecodeOptions) -> int:
+    """Upper estimate of how many frames the selection yields (used to preallocate)."""
+    total = info.frame_count
+    if opts.force_fps:
+        total = int(math.floor(info.duration * opts.force_fps)) + 1
+    n = max(0, total - opts.skip_first_frames)
+    n = math.ceil(n / max(1, opts.select_every_nth))
+    if opts.frame_load_cap:
+        n = min(n, opts.frame_load_cap)
+    return n
+
+
+def _check_options(opts: DecodeOptions) -> None:
+    for name, lo in (("frame_load_cap", 0), ("skip_first_frames", 0), ("select_every_nth", 1),
+                     ("max_width", 0), ("max_height", 0), ("audio_sample_rate", 0)):
+        v = getattr(opts, name)
+        if v < lo:
+            raise InputError(name, f"got {v}; must be >= {lo}")
+    if opts.force_fps < 0 or opts.force_fps > 240:
+        raise InputError("force_fps", f"got {opts.force_fps}; allowed 0 (keep) or up to 240")
+
+
+def _selected_frames(container, stream, opts: DecodeOptions) -> Iterator[tuple[av.VideoFrame, float]]:
+    """Yield (frame, time) for each selected output frame, in order."""
+    index = 0  # index in the (possibly resampled) timeline
+
+    def wanted(i: int) -> bool:
+        if i < opts.skip_first_frames:
+            return False
+        return (i - opts.skip_first_frames) % opts.select_every_nth == 0
+
+    emitted = 0
+    cap = opts.frame_load_cap or None
+    if not opts.force_fps:
+        for frame in container.decode(stream):
+            if wanted(index):
+                yield frame, float(frame.time or 0.0)
+                emitted += 1
+                if cap and emitted >= cap:
+                    return
+            index += 1
+        return
+    # Resample: output frame k shows the last source frame with time <= t0 + k / fps.
+    step = 1.0 / opts.force_fps
+    prev = None
+    t0 = None
+    for frame in container.decode(stream):
+        t = float(frame.time or 0.0)
+        if t0 is None:
+            t0 = t
+        if prev is not None:
+            while t0 + index * step < t - 1e-6:
+                if wanted(index):
+                    yield prev, t0 + index * step
+                    emitted += 1
+                    if cap and emitted >= cap:
+                        return
+                index += 1
+        prev = frame
+    if prev is not None:
+        end = float(prev.time or 0.0) + (float(prev.duration * prev.time_base) if prev.duration else step)
+        while t0 + index * step < end - 1e-6:
+            if wanted(index):
+                yield prev, t0 + index * step
+                emitted += 1
+                if cap and emitted >= cap:
+                    return
+            index += 1
+
+
+def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
+    """Decode the selected frames of `path` into one float32 [F,H,W,3] tensor, plus the matching audio."""
+    _check_options(opts)
+    with _open(path) as container:
+        if container.streams.video:
+            container.streams.video[0].thread_type = "AUTO"  # must be set before the codec opens
+        info = _probe_container(container, path)
+        planned = planned_frame_count(info, opts)
+        width, height = output_size(info, opts)
+        needed = max(planned, 1) * width * height * 3 * BYTES_PER_FLOAT
+        limit = opts.max_memory_bytes if opts.max_memory_bytes is not None else int(available_memory_bytes() * 0.8)
+        if needed > limit:
+            raise InputError("frame_load_cap",
+                             f"decoding {planned} frames of {width}x{height} needs {needed / 2**30:.1f} GiB "
+                             f"but only {limit / 2**30:.1f} GiB may be used; set frame_load_cap, "
+                             f"select_every_nth or max_width/max_height to load less")
+        container.seek(0)
+        stream = container.streams.video[0]
+        # A little headroom: container frame counts can be short by a frame or two.
+        capacity = planned + 2 if not opts.frame_load_cap else planned
+        out = torch.empty((capacity, height, width, 3), dtype=torch.float32)
+        out_np = out.numpy()
+        k = info.rotation // 90
+        # Scale before rotating: reformat works in the coded (unrotated) orientation.
+        coded_w, coded_h = (height, width) if k % 2 else (width, height)
+        n = 0
+        first_time = None
+        fps = opts.force_fps or info.fps
+        try:
+            for frame, t in _selected_frames(container, stream, opts):
+                if first_time is None:
+                    first_time = t
+                if n == out.shape[0]:
+                    out, out_np = _grow(out, n)
+                rgb = frame.to_ndarray(format="rgb24", width=coded_w, height=coded_h)
+                if k:
+                    rgb = np.rot90(rgb, k)
+                np.multiply(rgb, np.float32(1.0 / 255.0), out=out_np[n], casting="unsafe")
+                n += 1
+        except av.error.FFmpegError as exc:
+            if n == 0:
+                raise InputError("video", f"{os.path.basename(path)}: decoding failed ({exc})") from None
+            log.warning("%s: decoding stopped after %d frames (%s); the file looks truncated",
+                        os.path.basename(path), n, exc)
+    if n == 0:
+        raise InputError("skip_first_frames",
+                         f"the selection gives 0 frames: the clip has about {info.frame_count} frames "
+                         f"({info.fps:.3g} fps, {info.duration:.2f} s) and skip_first_frames="
+                         f"{opts.skip_first_frames}, select_every_nth={opts.select_every_nth}; "
+                         f"lower skip_first_frames")
+    frames = out[:n]
+    if opts.select_every_nth > 1 and not opts.force_fps:
+        fps = info.fps / opts.select_every_nth
+    elif opts.select_every_nth > 1:
+        fps = opts.force_fps / opts.select_every_nth
+    start = first_time or 0.0
+    duration = n / fps
+    audio = decode_audio(path, start, duration, opts.audio_sample_rate) if info.has_audio else None
+    if audio is None:
+        audio = silent_audio(duration, opts.audio_sample_rate or 44100)
+        log.warning("%s has no audio track: returning %.2f s of silence", os.path.basename(path), duration)
+    return Clip(frames, float(fps), audio, source_path=os.path.abspath(path),
+                untouched=opts.untouched and n >= info.frame_count, start_time=start)
+
+
+def _grow(out: torch.Tensor, n: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The container under-reported its frame count: grow the buffer (rare; costs one copy)."""
+    log.debug("frame buffer full at %d frames; growing", n)
+    bigger = torch.empty((max(n + 16, int(n * 1.1)),) + tuple(out.shape[1:]), dtype=out.dtype)
+    bigger[:n] = out[:n]
+    return bigger, bigger.numpy()
+
+
+def silent_audio(duration: float, sample_rate: int = 44100, channels: int = 2) -> Audio:
+    samples = max(1, int(round(duration * sample_rate)))
+    return Audio(torch.zeros(channels, samples, dtype=torch.float32), sample_rate, silent=True)
+
+
+def decode_audio(path: str, start: float = 0.0, duration: float | None = None,
+                 sample_rate: int = 0) -> Audio | None:
+    """Decode the first audio stream (any channel layout) as float32, trimmed to [start, start+duration).
+
+    Resampled only when `sample_rate` is given. Returns None when the file has no audio stream.
+    """
+    with _open(path) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        rate = sample_rate or stream.codec_context.sample_rate or stream.rate
+        resampler = None
+        chunks: list[np.ndarray] = []
+        first_t = None
+        try:
+            for frame in container.decode(stream):
+                if resampler is None:
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+                    first_t = float(frame.time or 0.0)
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    chunks.append(out.to_ndarray())
+        except av.error.FFmpegError as exc:
+            log.warning("%s: audio decoding stopped early (%s)", os.path.basename(path), exc)
+    if not chunks:
+        return None
+    wave = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    offset = int(round((start - (first_t or 0.0)) * rate))
+    if offset > 0:
+        wave = wave[:, offset:]
+    elif offset < 0:  # audio starts after the first frame: pad the gap with silence
+        wave = np.concatenate([np.zeros((wave.shape[0], -offset), np.float32), wave], axis=1)
+    if duration is not None:
+        want = int(round(duration * rate))
+        wave = wave[:, :want]
+        if wave.shape[1] < want:
+            wave = np.pad(wave, ((0, 0), (0, want - wave.shape[1])))
+    return Audio(torch.from_numpy(np.ascontiguousarray(wave)), int(rate))
