@@ -1,0 +1,119 @@
+"""The backend interface every outpaint backend (preview, fal, local GPU) implements.
+
+A backend gets an :class:`OutpaintJob` (validated request + decoded source clip + canvas) and returns
+an :class:`OutpaintResult`. Progress and interruption go through :class:`Progress`, which the ComfyUI
+adapter and the CLI each implement. Backend *configs* are small dataclasses produced by the backend
+nodes; :func:`make_backend` turns one into a backend.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from ..canvas import CanvasLayout, CanvasSpec, SnapRule, layout_canvas
+from ..request import OutpaintRequest
+from ..video_decode import Audio, Clip
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(Exception):
+    """The user stopped the run (ComfyUI's interrupt or Ctrl-C in the CLI)."""
+
+
+class Progress:
+    """Progress sink; the base class logs. Adapters override `report` and `interrupted`."""
+
+    def report(self, done: float, total: float, text: str | None = None) -> None:
+        if text:
+            log.info("%s (%d/%d)", text, done, total)
+
+    def interrupted(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` if the user asked to stop."""
+        if self.interrupted():
+            raise Interrupted("interrupted by the user")
+
+
+@dataclass
+class OutpaintJob:
+    request: OutpaintRequest
+    clip: Clip
+    canvas: CanvasSpec
+    layout: CanvasLayout  # after the backend's snapping
+    num_frames: int  # after the backend's snapping
+
+
+@dataclass
+class OutpaintResult:
+    frames: torch.Tensor  # [F,H,W,3] float32 0..1
+    fps: float
+    audio: Audio | None
+    seed: int
+    prompt: str  # the prompt actually used (after any expansion)
+    backend: str
+    #: An already-encoded MP4 of the result (remote backends), else None.
+    video_path: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Backend(Protocol):
+    name: str
+    snap: SnapRule
+
+    def run(self, job: OutpaintJob, progress: Progress) -> OutpaintResult: ...
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    """Free, CPU-only, no-AI fill. `fill` is "blur" (blurred stretched source) or "mirror"."""
+
+    fill: str = "blur"
+    blur_radius: int = 12
+    kind: str = field(default="preview", init=False)
+
+
+#: kind -> factory(config) -> Backend. fal and local register here in their own modules.
+_FACTORIES: dict[str, Callable[[object], Backend]] = {}
+
+
+def register(kind: str, factory: Callable[[object], Backend]) -> None:
+    _FACTORIES[kind] = factory
+
+
+def make_backend(config) -> Backend:
+    if config is None:
+        config = PreviewConfig()
+    kind = getattr(config, "kind", None)
+    if kind == "preview" and kind not in _FACTORIES:
+        from . import preview  # noqa: F401  (registers itself)
+    if kind not in _FACTORIES:
+        raise ValueError(f"backend: unknown backend kind {kind!r}; available: {', '.join(sorted(_FACTORIES))}")
+    return _FACTORIES[kind](config)
+
+
+def prepare_job(request: OutpaintRequest, clip: Clip, canvas: CanvasSpec, backend: Backend) -> OutpaintJob:
+    """Validate the request and apply the backend's snapping to canvas and frame count.
+
+    The canvas supplies `resolution` and `source_scale` (it is where the user sets them).
+    """
+    request = request.replace(resolution=canvas.resolution, source_scale=canvas.source_scale).validate()
+    lay = layout_canvas(canvas, clip.width, clip.height, backend.snap)
+    frames = backend.snap.frames(request.num_frames)
+    if (lay.width, lay.height) != canvas.size or frames != request.num_frames:
+        log.info("%s backend snaps %dx%dx%d to %dx%dx%d", backend.name, *canvas.size, request.num_frames,
+                 lay.width, lay.height, frames)
+    return OutpaintJob(request, clip, canvas, lay, frames)
+
+
+def run_outpaint(request: OutpaintRequest, clip: Clip, canvas: CanvasSpec, config=None,
+                 progress: Progress | None = None) -> OutpaintResult:
+    """The whole job, as the nodes and the CLI run it: snap, validate, run the chosen backend."""
+    backend = make_backend(config)
+    job = prepare_job(request, clip, canvas, backend)
+    return backend.run(job, progress or Progress())

@@ -1,0 +1,188 @@
+"""`ltx-outpaint`: the same outpaint job as the ComfyUI nodes, headless.
+
+    ltx-outpaint sample clip.mp4                       # write a small generated test clip
+    ltx-outpaint run clip.mp4 -o wide.mp4 --prompt "..." [--resolution 1280x720] [--backend preview]
+
+Every request field of the fal endpoint is an option (see `ltx-outpaint run --help`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from typing import Sequence
+
+from .backends import PreviewConfig, Progress, run_outpaint
+from .canvas import ANCHORS, CanvasSpec
+from .cost import estimate_cost
+from .errors import InputError
+from .request import FIELDS, RESOLUTION_PRESETS, ImageSize, LoraSpec, OutpaintRequest
+from .video_decode import DecodeOptions, decode_video
+from .video_encode import write_mp4
+
+log = logging.getLogger("ltx_outpaint.cli")
+
+BACKENDS = ("auto", "preview")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_resolution(text: str) -> str | ImageSize:
+    if text in RESOLUTION_PRESETS:
+        return text
+    try:
+        w, h = text.lower().split("x")
+        return ImageSize(int(w), int(h))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"resolution: {text!r} is neither a preset ({', '.join(RESOLUTION_PRESETS)}) nor WIDTHxHEIGHT") from None
+
+
+def parse_lora(parts: Sequence[str]) -> LoraSpec:
+    """`PATH_OR_URL [SCALE [TARGET]]` from one --lora option."""
+    if not 1 <= len(parts) <= 3:
+        raise InputError("lora", "give PATH_OR_URL, then optionally SCALE and TARGET (both|video|audio)")
+    try:
+        scale = float(parts[1]) if len(parts) > 1 else 1.0
+    except ValueError:
+        raise InputError("lora", f"scale {parts[1]!r} is not a number") from None
+    return LoraSpec(parts[0], scale, parts[2] if len(parts) > 2 else "both")
+
+
+def _add_request_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("request fields (fal endpoint schema; same meaning on every backend)")
+    for spec in FIELDS.values():
+        if spec.name in ("video_url", "loras"):
+            continue
+        flag = "--" + spec.name.replace("_", "-")
+        bounds = f" [{spec.minimum}..{spec.maximum}]" if spec.minimum is not None else ""
+        default = spec.default if spec.name != "negative_prompt" else "(fal's default list)"
+        help_text = f"{spec.doc}{bounds} (default: {default})"
+        if spec.kind == "bool":
+            g.add_argument(flag, type=_bool, default=spec.default, metavar="true|false", help=help_text)
+        elif spec.kind == "int":
+            g.add_argument(flag, type=int, default=spec.default, help=help_text)
+        elif spec.kind == "float":
+            g.add_argument(flag, type=float, default=spec.default, help=help_text)
+        elif spec.kind == "resolution":
+            g.add_argument(flag, type=parse_resolution, default=spec.default,
+                           help=f"{spec.doc} Presets: {', '.join(RESOLUTION_PRESETS)}; or WIDTHxHEIGHT.")
+        elif spec.kind == "enum":
+            g.add_argument(flag, choices=spec.choices, default=spec.default, help=help_text)
+        else:
+            g.add_argument(flag, default=spec.default, help=help_text)
+    g.add_argument("--lora", action="append", nargs="+", default=[], metavar="PATH_OR_URL [SCALE [TARGET]]",
+                   help="A LoRA: path or URL, scale (default 1), target both|video|audio (default both). "
+                        "Repeat for up to 3 LoRAs.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ltx-outpaint", description="Video outpainting with LTX-2.3 and LoRAs.")
+    p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sample", help="Write a small generated sample clip (vertical, with audio).")
+    s.add_argument("output", help="Where to write the MP4.")
+    s.add_argument("--width", type=int, default=320)
+    s.add_argument("--height", type=int, default=576)
+    s.add_argument("--frames", type=int, default=48)
+    s.add_argument("--fps", type=float, default=24.0)
+
+    r = sub.add_parser("run", help="Outpaint a video.")
+    r.add_argument("input", help="Source video: a file path or an https URL (fetched with the safe downloader).")
+    r.add_argument("-o", "--output", required=True, help="Output MP4 path (a .json sidecar is written beside it).")
+    r.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto = the best configured backend; with none configured, the free preview.")
+    r.add_argument("--fill", choices=("blur", "mirror"), default="blur", help="Preview backend fill style.")
+    c = r.add_argument_group("canvas placement (fal always centres)")
+    c.add_argument("--anchor", choices=tuple(ANCHORS), default="center")
+    c.add_argument("--offset-x", type=int, default=0, help="Pixels right of the anchored position.")
+    c.add_argument("--offset-y", type=int, default=0, help="Pixels below the anchored position.")
+    d = r.add_argument_group("source selection")
+    d.add_argument("--frame-load-cap", type=int, default=0, help="Load at most N frames (0 = all).")
+    d.add_argument("--skip-first-frames", type=int, default=0)
+    d.add_argument("--select-every-nth", type=int, default=1)
+    d.add_argument("--force-fps", type=float, default=0.0, help="Resample the source to this rate (0 = keep).")
+    d.add_argument("--max-width", type=int, default=0)
+    d.add_argument("--max-height", type=int, default=0)
+    _add_request_options(r)
+    return p
+
+
+def _resolve_input(path_or_url: str) -> tuple[str, bool]:
+    """Local path, or a URL fetched through the safe downloader (returns (path, is_temporary))."""
+    if "://" in path_or_url:
+        from .download import download, policy_from_env
+
+        return download(path_or_url, policy=policy_from_env(), field="input"), True
+    return path_or_url, False
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.backend == "auto":
+        log.warning("no remote or local backend is configured: using the free PREVIEW backend (no AI)")
+    values = {name: getattr(args, name) for name in FIELDS if name not in ("video_url", "loras")}
+    request = OutpaintRequest(**values, loras=tuple(parse_lora(x) for x in args.lora)).validate()
+    canvas = CanvasSpec(request.resolution, request.source_scale, args.anchor, args.offset_x, args.offset_y)
+    opts = DecodeOptions(args.frame_load_cap, args.skip_first_frames, args.select_every_nth, args.force_fps,
+                         args.max_width, args.max_height)
+    path, temporary = _resolve_input(args.input)
+    try:
+        clip = decode_video(path, opts)
+    finally:
+        if temporary:
+            os.unlink(path)
+    result = run_outpaint(request, clip, canvas, PreviewConfig(fill=args.fill), Progress())
+    if result.video_path:
+        shutil.copyfile(result.video_path, args.output)
+    else:
+        write_mp4(args.output, result.frames, result.fps, result.audio, request.video_quality,
+                  request.video_write_mode, metadata={"comment": result.prompt})
+    n, h, w = result.frames.shape[:3]
+    sidecar = {
+        "backend": result.backend, "seed": result.seed, "prompt": result.prompt, "notes": result.notes,
+        "output": {"width": w, "height": h, "frames": n, "fps": result.fps,
+                   "audio": result.audio is not None},
+        "fal_cost_estimate_usd": estimate_cost(w, h, n).usd,
+        "request": request.replace(seed=result.seed).to_fal_input(),
+    }
+    with open(args.output + ".json", "w", encoding="utf-8") as f:
+        json.dump(sidecar, f, indent=2)
+    log.info("wrote %s (%dx%d, %d frames, %g fps, audio: %s) with the %s backend; fal would cost %s",
+             args.output, w, h, n, result.fps, "yes" if result.audio is not None else "no", result.backend,
+             estimate_cost(w, h, n))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "sample":
+            from .sample import write_sample
+
+            write_sample(args.output, args.width, args.height, args.frames, args.fps)
+            log.info("wrote sample clip %s (%dx%d, %d frames, %g fps, stereo tone)", args.output,
+                     args.width, args.height, args.frames, args.fps)
+            return 0
+        return cmd_run(args)
+    except (InputError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
