@@ -54,7 +54,7 @@ def write_mp4(path: str, frames: torch.Tensor, fps: float, audio: Audio | None =
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
     rate = fps_fraction(fps)
     tmp = path + ".partial"
-    with av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+    with av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart+use_metadata_tags"}) as container:
         if metadata:
             container.metadata.update({k: str(v) for k, v in metadata.items()})
         vs = container.add_stream("libx264", rate=rate)
