@@ -1,9 +1,13 @@
 """LTX-2.3 Video Outpaint: ComfyUI custom nodes (registered through ComfyUI's V3 schema API).
 
 The engine lives in `nodes/` (importable without ComfyUI); `nodes/comfy_nodes.py` is the adapter.
+Outside ComfyUI (pytest collecting this folder, packaging tools) the adapter is not imported.
 """
-from .nodes.comfy_nodes import comfy_entrypoint
+import importlib.util
 
 WEB_DIRECTORY = "./js"
 
-__all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]
+if importlib.util.find_spec("comfy_api") is not None and importlib.util.find_spec("folder_paths") is not None:
+    from .nodes.comfy_nodes import comfy_entrypoint
+
+    __all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]

@@ -26,4 +26,4 @@ def estimate_cost(width: int, height: int, frames: int) -> CostEstimate:
     if width <= 0 or height <= 0 or frames <= 0:
         raise ValueError(f"width, height and frames must be positive, got {width}x{height}x{frames}")
     units = math.ceil(width * height * frames / PIXELS_PER_UNIT)
-    return CostEstimate(units, round(units * USD_PER_MEGAPIXEL, 6))
+    return CostEstimate(units, units * USD_PER_MEGAPIXEL)

@@ -6,10 +6,11 @@ Encoder settings (libx264, yuv420p, +faststart):
 |---------------|----------|-------------|------|------------------|-------------|
 | low           | 28       | 96 kb/s     |      | fast             | veryfast    |
 | medium        | 23       | 128 kb/s    |      | balanced         | medium      |
-| high          | 18       | 192 kb/s    |      | small            | slower      |
+| high          | 18       | 192 kb/s    |      | small            | slower, CRF+3 |
 | maximum       | 12       | 320 kb/s    |      |                  |             |
 
-Lower CRF = higher quality and bigger files; slower presets give smaller files at the same quality.
+Lower CRF = higher quality and bigger files. `small` also raises the CRF by SMALL_MODE_CRF_BONUS (a
+slower preset alone does not guarantee a smaller file at a fixed CRF).
 Odd canvas sides are padded by one edge pixel (yuv420p needs even sides).
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 QUALITY_CRF = {"low": 28, "medium": 23, "high": 18, "maximum": 12}
 QUALITY_AUDIO_BITRATE = {"low": 96_000, "medium": 128_000, "high": 192_000, "maximum": 320_000}
 WRITE_MODE_PRESET = {"fast": "veryfast", "balanced": "medium", "small": "slower"}
+SMALL_MODE_CRF_BONUS = 3
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}
 
 
@@ -60,7 +62,8 @@ def write_mp4(path: str, frames: torch.Tensor, fps: float, audio: Audio | None =
         vs = container.add_stream("libx264", rate=rate)
         vs.width, vs.height = w + pad_w, h + pad_h
         vs.pix_fmt = "yuv420p"
-        vs.options = {"crf": str(QUALITY_CRF[video_quality]), "preset": WRITE_MODE_PRESET[video_write_mode]}
+        crf = QUALITY_CRF[video_quality] + (SMALL_MODE_CRF_BONUS if video_write_mode == "small" else 0)
+        vs.options = {"crf": str(crf), "preset": WRITE_MODE_PRESET[video_write_mode]}
         vs.codec_context.time_base = 1 / rate
         astream = None
         if audio is not None:

@@ -1,0 +1,148 @@
+import pytest
+import torch
+
+from clips import audio_only, bad_file, clip, truncated_copy
+from ltx_outpaint.errors import InputError
+from ltx_outpaint.sample import MARKER, marker_index
+from ltx_outpaint.video_decode import DecodeOptions, decode_audio, decode_video, probe
+
+
+def indices(c):
+    return [marker_index(f) for f in c.frames]
+
+
+def test_full_decode_frames_audio_fps():
+    c = decode_video(clip("base.mp4", width=160, height=96, frames=24, fps=24))
+    assert c.frames.shape == (24, 96, 160, 3) and c.frames.dtype == torch.float32
+    assert 0.0 <= float(c.frames.min()) and float(c.frames.max()) <= 1.0
+    assert indices(c) == list(range(24))
+    assert c.fps == 24.0 and c.untouched and c.source_path.endswith("base.mp4")
+    assert c.audio.waveform.shape[0] == 2 and not c.audio.silent
+    assert abs(c.audio.duration - 1.0) < 1 / 24
+
+
+def test_frames_are_one_tensor_without_copy():
+    c = decode_video(clip("base.mp4", width=160, height=96, frames=24, fps=24))
+    assert c.frames.is_contiguous()
+    # The frames are a view of the preallocated buffer (capacity may hold a spare frame or two).
+    assert c.frames.untyped_storage().nbytes() <= (24 + 2) * 96 * 160 * 3 * 4
+
+
+@pytest.mark.parametrize("opts,expected,fps", [
+    (DecodeOptions(frame_load_cap=5), [0, 1, 2, 3, 4], 24),
+    (DecodeOptions(skip_first_frames=20), [20, 21, 22, 23], 24),
+    (DecodeOptions(select_every_nth=3), [0, 3, 6, 9, 12, 15, 18, 21], 8),
+    (DecodeOptions(skip_first_frames=2, select_every_nth=5, frame_load_cap=3), [2, 7, 12], 4.8),
+    (DecodeOptions(force_fps=12), [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22], 12),
+    (DecodeOptions(force_fps=48, frame_load_cap=6), [0, 0, 1, 1, 2, 2], 48),
+    (DecodeOptions(force_fps=12, skip_first_frames=2, frame_load_cap=3), [4, 6, 8], 12),
+])
+def test_selection(opts, expected, fps):
+    c = decode_video(clip("base.mp4", width=160, height=96, frames=24, fps=24), opts)
+    assert indices(c) == expected
+    assert c.fps == pytest.approx(fps)
+    assert not c.untouched
+    # audio covers exactly the selected span
+    assert abs(c.audio.duration - len(expected) / fps) <= 1 / fps
+
+
+def test_audio_is_trimmed_to_the_selected_span():
+    path = clip("base.mp4", width=160, height=96, frames=24, fps=24)
+    full = decode_audio(path)
+    part = decode_video(path, DecodeOptions(skip_first_frames=12, frame_load_cap=6)).audio
+    offset = int(0.5 * full.sample_rate)
+    assert part.waveform.shape[1] == int(round(0.25 * full.sample_rate))
+    assert torch.allclose(part.waveform, full.waveform[:, offset:offset + part.waveform.shape[1]], atol=1e-6)
+
+
+def test_max_size_keeps_aspect():
+    c = decode_video(clip("base.mp4", width=160, height=96, frames=24, fps=24), DecodeOptions(max_width=80))
+    assert c.frames.shape[1:3] == (48, 80)
+    levels = [round(float(f[1:7, 1:7].mean()) * 255 / 8) for f in c.frames[:4]]  # marker is 8x8 now
+    assert levels == [0, 1, 2, 3]
+    full = decode_video(clip("base.mp4", width=160, height=96, frames=24, fps=24))
+    assert abs(float(full.frames[5].mean()) - float(c.frames[5].mean())) < 0.01
+
+
+@pytest.mark.parametrize("rotation", [90, 270, 180])
+def test_rotation_metadata_is_applied(rotation):
+    path = clip(f"rot{rotation}.mp4", width=128, height=64, frames=3, rotation=rotation)
+    info = probe(path)
+    assert info.rotation == rotation
+    c = decode_video(path)
+    if rotation in (90, 270):
+        assert c.frames.shape[1:3] == (128, 64)  # displayed portrait
+    else:
+        assert c.frames.shape[1:3] == (64, 128)
+    # The marker block (top-left in the coded picture) moves with a counter-clockwise rotation.
+    H, W = c.frames.shape[1:3]
+    corner = {90: (slice(H - MARKER, H), slice(0, MARKER)), 270: (slice(0, MARKER), slice(W - MARKER, W)),
+              180: (slice(H - MARKER, H), slice(W - MARKER, W))}[rotation]
+    f2 = c.frames[2]
+    block = f2[corner[0], corner[1]]
+    assert abs(float(block.mean()) * 255 - 16) < 3  # frame 2 -> grey level 16
+    assert float(block.std()) < 0.02
+
+
+def test_no_audio_gives_clear_silence(caplog):
+    c = decode_video(clip("noaudio.mp4", width=64, height=64, frames=12, audio_layout=None))
+    assert c.audio.silent and float(c.audio.waveform.abs().max()) == 0.0
+    assert abs(c.audio.duration - 12 / 24) < 1 / 24
+    assert "no audio track" in caplog.text
+
+
+@pytest.mark.parametrize("layout,channels", [("mono", 1), ("5.1", 6), ("2.1", 3), ("quad", 4)])
+def test_any_channel_layout(layout, channels):
+    c = decode_video(clip(f"audio_{layout}.mp4", width=64, height=64, frames=12, audio_layout=layout))
+    assert c.audio.waveform.shape[0] == channels
+    assert float(c.audio.waveform.abs().max()) > 0.1
+
+
+def test_audio_resampled_only_when_asked():
+    path = clip("base.mp4", width=160, height=96, frames=24, fps=24)
+    assert decode_video(path).audio.sample_rate == 44100
+    c = decode_video(path, DecodeOptions(audio_sample_rate=16000))
+    assert c.audio.sample_rate == 16000 and abs(c.audio.waveform.shape[1] - 16000) <= 1
+
+
+def test_variable_frame_rate():
+    times = [0, 0.1, 0.15, 0.2, 0.5, 0.55, 0.6, 0.9, 1.0, 1.05]
+    path = clip("vfr.mp4", width=64, height=64, frames=10, frame_times=times, audio_layout="mono")
+    assert indices(decode_video(path)) == list(range(10))
+    c = decode_video(path, DecodeOptions(force_fps=10))
+    # output frame k shows the last source frame at or before k/10 s
+    assert indices(c) == [0, 1, 3, 3, 3, 4, 6, 6, 6, 7, 8]
+    assert c.fps == 10
+
+
+def test_memory_estimate_refuses_before_decoding():
+    path = clip("base.mp4", width=160, height=96, frames=24, fps=24)
+    with pytest.raises(InputError, match=r"needs .* GiB .* frame_load_cap"):
+        decode_video(path, DecodeOptions(max_memory_bytes=1000))
+
+
+@pytest.mark.parametrize("maker,pattern", [
+    (lambda: bad_file("empty.mp4", b""), "empty"),
+    (lambda: bad_file("text.mp4", b"this is not a video\n" * 50), "not a video"),
+    (lambda: truncated_copy(clip("base.mp4", width=160, height=96, frames=24), "trunc.mp4", 0.3), "video"),
+    (lambda: audio_only(), "audio-only"),
+    (lambda: "/nonexistent/x.mp4", "not found"),
+])
+def test_bad_files_give_clear_errors(maker, pattern):
+    with pytest.raises(InputError, match=pattern) as e:
+        decode_video(maker())
+    assert e.value.field == "video"
+
+
+def test_zero_frame_selection():
+    with pytest.raises(InputError, match=r"skip_first_frames: the selection gives 0 frames.*24 frames"):
+        decode_video(clip("base.mp4", width=160, height=96, frames=24), DecodeOptions(skip_first_frames=100))
+
+
+@pytest.mark.parametrize("opts,field", [(DecodeOptions(select_every_nth=0), "select_every_nth"),
+                                        (DecodeOptions(force_fps=-1), "force_fps"),
+                                        (DecodeOptions(frame_load_cap=-2), "frame_load_cap")])
+def test_option_validation(opts, field):
+    with pytest.raises(InputError) as e:
+        decode_video(clip("base.mp4", width=160, height=96, frames=24), opts)
+    assert e.value.field == field
