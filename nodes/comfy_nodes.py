@@ -22,7 +22,7 @@ from .errors import InputError
 from .loras import check_lora_spec
 from .request import (CANVAS_SIDE_RANGE, FIELDS, LORA_SCALE_RANGE, LORA_TARGETS, MAX_LORAS, RESOLUTION_PRESETS,
                       ImageSize, LoraSpec, OutpaintRequest)
-from .video_decode import Audio, Clip, DecodeOptions, decode_video
+from .video_decode import Audio, Clip, DecodeOptions, check_frame_memory, decode_video
 from .video_encode import write_mp4
 
 log = logging.getLogger(__name__)
@@ -260,6 +260,8 @@ class OutpaintCanvas(io.ComfyNode):
         OutpaintRequest(resolution=res, source_scale=source_scale).validate()
         clip = clip_from_video(video)
         lay = layout_canvas(spec, clip.width, clip.height)
+        check_frame_memory(lay.width, lay.height, clip.num_frames, "resolution",
+                           "use a smaller canvas or load fewer frames")
         comp = composite(clip.frames, lay)
         info = f"{lay.describe()}\n{snap_summary(spec, clip.width, clip.height, clip.num_frames)}"
         return io.NodeOutput(spec, comp, lay.mask().unsqueeze(0),

@@ -123,6 +123,19 @@ def _open(path: str) -> av.container.InputContainer:
                                   f"(truncated or not a media file): {exc}") from None
 
 
+def check_frame_memory(width: int, height: int, frames: int, field: str, advice: str,
+                       limit: int | None = None) -> None:
+    """Refuse, before allocating, a float32 [frames,H,W,3] tensor that would not fit in RAM.
+
+    `limit` defaults to 80 % of the currently available memory.
+    """
+    needed = frames * width * height * 3 * BYTES_PER_FLOAT
+    limit = int(available_memory_bytes() * 0.8) if limit is None else limit
+    if needed > limit:
+        raise InputError(field, f"{frames} frames of {width}x{height} need {needed / 2**30:.1f} GiB as float32 "
+                                f"but only {limit / 2**30:.1f} GiB of RAM may be used; {advice}")
+
+
 def probe(path: str) -> VideoInfo:
     """Read size, rotation, fps, duration and frame count without decoding the whole file."""
     with _open(path) as container:
@@ -252,13 +265,9 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         info = _probe_container(container, path)
         planned = planned_frame_count(info, opts)
         width, height = output_size(info, opts)
-        needed = max(planned, 1) * width * height * 3 * BYTES_PER_FLOAT
-        limit = opts.max_memory_bytes if opts.max_memory_bytes is not None else int(available_memory_bytes() * 0.8)
-        if needed > limit:
-            raise InputError("frame_load_cap",
-                             f"decoding {planned} frames of {width}x{height} needs {needed / 2**30:.1f} GiB "
-                             f"but only {limit / 2**30:.1f} GiB may be used; set frame_load_cap, "
-                             f"select_every_nth or max_width/max_height to load less")
+        check_frame_memory(width, height, max(planned, 1), "frame_load_cap",
+                           "set frame_load_cap, select_every_nth or max_width/max_height to load less",
+                           opts.max_memory_bytes)
         container.seek(0)
         stream = container.streams.video[0]
         # A little headroom: container frame counts can be short by a frame or two.

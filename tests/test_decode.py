@@ -117,7 +117,7 @@ def test_variable_frame_rate():
 
 def test_memory_estimate_refuses_before_decoding():
     path = clip("base.mp4", width=160, height=96, frames=24, fps=24)
-    with pytest.raises(InputError, match=r"needs .* GiB .* frame_load_cap"):
+    with pytest.raises(InputError, match=r"frame_load_cap: 24 frames of 160x96 need .* GiB .* set frame_load_cap"):
         decode_video(path, DecodeOptions(max_memory_bytes=1000))
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ..canvas import CanvasLayout, CanvasSpec, SnapRule, layout_canvas
 from ..request import OutpaintRequest
-from ..video_decode import Audio, Clip
+from ..video_decode import Audio, Clip, check_frame_memory
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ def prepare_job(request: OutpaintRequest, clip: Clip, canvas: CanvasSpec, backen
     request = request.replace(resolution=canvas.resolution, source_scale=canvas.source_scale).validate()
     lay = layout_canvas(canvas, clip.width, clip.height, backend.snap)
     frames = backend.snap.frames(request.num_frames)
+    check_frame_memory(lay.width, lay.height, frames, "resolution",
+                       "use a smaller canvas or fewer num_frames")
     if (lay.width, lay.height) != canvas.size or frames != request.num_frames:
         log.info("%s backend snaps %dx%dx%d to %dx%dx%d", backend.name, *canvas.size, request.num_frames,
                  lay.width, lay.height, frames)
@@ -117,3 +119,4 @@ def run_outpaint(request: OutpaintRequest, clip: Clip, canvas: CanvasSpec, confi
     backend = make_backend(config)
     job = prepare_job(request, clip, canvas, backend)
     return backend.run(job, progress or Progress())
+
