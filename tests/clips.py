@@ -1,12 +1,15 @@
 """Test clips generated on the fly (never committed), cached per test session in a temp folder."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from ltx_outpaint.sample import write_sample
 
 _DIR = tempfile.mkdtemp(prefix="ltx-outpaint-clips-")
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 
 
 def clip(name: str, **kwargs) -> str:
