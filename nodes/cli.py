@@ -120,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve_input(path_or_url: str) -> tuple[str, bool]:
     """Local path, or a URL fetched through the safe downloader (returns (path, is_temporary))."""
-    if "://" in path_or_url:
-        from .download import download, policy_from_env
+    from .download import download, is_url, policy_from_env
 
+    if is_url(path_or_url):
         return download(path_or_url, policy=policy_from_env(), field="input"), True
     return path_or_url, False
 
