@@ -18,7 +18,6 @@ from comfy_api.latest import ComfyExtension, InputImpl, Types, io, ui
 from .backends import Interrupted, OutpaintResult, PreviewConfig, Progress, run_outpaint
 from .canvas import ANCHORS, CanvasSpec, composite, layout_canvas, snap_summary
 from .cost import estimate_cost
-from .download import download, is_url, policy_from_env
 from .errors import InputError
 from .loras import check_lora_spec
 from .request import (CANVAS_SIDE_RANGE, FIELDS, LORA_SCALE_RANGE, LORA_TARGETS, MAX_LORAS, RESOLUTION_PRESETS,
@@ -199,6 +198,8 @@ class LoadVideo(io.ComfyNode):
         source = cls._path(video, path_or_url or "")
         opts = DecodeOptions(frame_load_cap, skip_first_frames, select_every_nth, force_fps, max_width,
                              max_height, audio_sample_rate)
+        from .download import download, is_url, policy_from_env  # httpx only when needed (start-up time)
+
         temporary = is_url(source)
         if temporary:
             source = download(source, policy=policy_from_env(), field="path_or_url")

@@ -6,6 +6,7 @@ timeline (nearest earlier frame), then `skip_first_frames`, then `select_every_n
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -139,10 +140,13 @@ def check_frame_memory(width: int, height: int, frames: int, field: str, advice:
 def probe(path: str) -> VideoInfo:
     """Read size, rotation, fps, duration and frame count without decoding the whole file."""
     with _open(path) as container:
-        return _probe_container(container, path)
+        return _probe_container(container, path)[0]
 
 
-def _probe_container(container, path: str) -> VideoInfo:
+def _probe_container(container, path: str) -> tuple[VideoInfo, Iterator[av.VideoFrame]]:
+    """Info from the container and its first decoded frame; also returns the frame iterator, with that
+    first frame put back in front, so decoding continues without a seek (which would flush the
+    threaded decoder)."""
     if not container.streams.video:
         kind = "an audio-only file" if container.streams.audio else "a file with no video stream"
         raise InputError("video", f"{os.path.basename(path)} is {kind}; a video stream is required")
@@ -157,20 +161,17 @@ def _probe_container(container, path: str) -> VideoInfo:
         duration = 0.0
     frame_count = stream.frames or int(round(duration * fps))
     # The first frame carries the display matrix; decoding one frame is cheap and reliable.
-    rotation = 0
-    width, height = stream.codec_context.width, stream.codec_context.height
+    frames = container.decode(stream)
     try:
-        for frame in container.decode(stream):
-            rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
-            width, height = frame.width, frame.height
-            break
+        first = next(frames, None)
     except av.error.FFmpegError as exc:
         raise InputError("video", f"{os.path.basename(path)}: cannot decode the first frame ({exc})") from None
-    if width == 0 or height == 0:
+    if first is None or first.width == 0 or first.height == 0:
         raise InputError("video", f"{os.path.basename(path)}: no decodable frames")
-    if rotation % 180 == 90:
-        width, height = height, width
-    return VideoInfo(width, height, rotation, fps, duration, frame_count, bool(container.streams.audio))
+    rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
+    width, height = (first.height, first.width) if rotation % 180 == 90 else (first.width, first.height)
+    info = VideoInfo(width, height, rotation, fps, duration, frame_count, bool(container.streams.audio))
+    return info, itertools.chain([first], frames)
 
 
 def output_size(info: VideoInfo, opts: DecodeOptions) -> tuple[int, int]:
@@ -208,7 +209,7 @@ def _check_options(opts: DecodeOptions) -> None:
         raise InputError("force_fps", f"got {opts.force_fps}; allowed 0 (keep) or up to 240")
 
 
-def _selected_frames(container, stream, opts: DecodeOptions) -> Iterator[tuple[av.VideoFrame, float]]:
+def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> Iterator[tuple[av.VideoFrame, float]]:
     """Yield (frame, time) for each selected output frame, in order."""
     index = 0  # index in the (possibly resampled) timeline
 
@@ -220,7 +221,7 @@ def _selected_frames(container, stream, opts: DecodeOptions) -> Iterator[tuple[a
     emitted = 0
     cap = opts.frame_load_cap or None
     if not opts.force_fps:
-        for frame in container.decode(stream):
+        for frame in decoded:
             if wanted(index):
                 yield frame, float(frame.time or 0.0)
                 emitted += 1
@@ -232,7 +233,7 @@ def _selected_frames(container, stream, opts: DecodeOptions) -> Iterator[tuple[a
     step = 1.0 / opts.force_fps
     prev = None
     t0 = None
-    for frame in container.decode(stream):
+    for frame in decoded:
         t = float(frame.time or 0.0)
         if t0 is None:
             t0 = t
@@ -262,14 +263,12 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
     with _open(path) as container:
         if container.streams.video:
             container.streams.video[0].thread_type = "AUTO"  # must be set before the codec opens
-        info = _probe_container(container, path)
+        info, decoded = _probe_container(container, path)
         planned = planned_frame_count(info, opts)
         width, height = output_size(info, opts)
         check_frame_memory(width, height, max(planned, 1), "frame_load_cap",
                            "set frame_load_cap, select_every_nth or max_width/max_height to load less",
                            opts.max_memory_bytes)
-        container.seek(0)
-        stream = container.streams.video[0]
         # A little headroom: container frame counts can be short by a frame or two.
         capacity = planned + 2 if not opts.frame_load_cap else planned
         out = torch.empty((capacity, height, width, 3), dtype=torch.float32)
@@ -281,7 +280,7 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         first_time = None
         fps = opts.force_fps or info.fps
         try:
-            for frame, t in _selected_frames(container, stream, opts):
+            for frame, t in _selected_frames(decoded, opts):
                 if first_time is None:
                     first_time = t
                 if n == out.shape[0]:
@@ -290,6 +289,7 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
                 if k:
                     rgb = np.rot90(rgb, k)
                 np.multiply(rgb, np.float32(1.0 / 255.0), out=out_np[n], casting="unsafe")
+                del rgb  # free before the next frame is converted (fewer page faults)
                 n += 1
         except av.error.FFmpegError as exc:
             if n == 0:
