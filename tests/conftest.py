@@ -1,0 +1,57 @@
+"""Shared fixtures. `comfyui`: one real ComfyUI backend per test session with this pack installed."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from comfyui_server import ComfyUIError, ComfyUIServer, find_comfyui_dir
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def comfyui_server(tmp_path_factory):
+    """A ComfyUI process on 127.0.0.1 (started once per session) with the repo linked into custom_nodes/.
+
+    Skipped when env LTX_OUTPAINT_COMFYUI_DIR does not name a ComfyUI folder, except under CI=true, where
+    a missing backend is an error (so the integration tests cannot silently vanish).
+    """
+    comfyui_dir, reason = find_comfyui_dir()
+    if comfyui_dir is None:
+        if _in_ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    server = ComfyUIServer(comfyui_dir, str(tmp_path_factory.mktemp("comfyui")))
+    try:
+        server.start(timeout=float(os.environ.get("LTX_OUTPAINT_COMFYUI_START_TIMEOUT", "120")))
+    except ComfyUIError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def comfyui_pack_loaded(comfyui_server):
+    """Fails loudly, with ComfyUI's traceback, when the pack did not import inside ComfyUI."""
+    status = comfyui_server.pack_import()
+    if status.failed or not status.seen:
+        what = "failed to import" if status.failed else "does not appear in ComfyUI's custom-node import list"
+        pytest.fail(f"the pack ({comfyui_server.pack_path}) {what} inside ComfyUI:\n"
+                    f"{status.details or comfyui_server.log_tail()}", pytrace=False)
+    return status
+
+
+@pytest.fixture(scope="session")
+def comfyui(comfyui_server, comfyui_pack_loaded):
+    """The running ComfyUI backend (see tests/comfyui_server.py), after checking that the pack loaded.
+
+    Attributes: base_url, base_dir, input_dir, output_dir, log_path; methods: object_info(), queue(prompt)
+    -> (status, json), wait(prompt_id, timeout) -> history entry, run(prompt, timeout=120) -> history
+    entry (PromptRejected with node_errors on HTTP 400), interrupt(), log_text().
+    """
+    return comfyui_server
