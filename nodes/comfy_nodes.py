@@ -372,18 +372,10 @@ class Outpaint(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, video, canvas, prompt, num_frames, frames_per_second, video_strength, num_inference_steps,
-                guidance_scale, generate_audio, negative_prompt, seed, enable_prompt_expansion,
-                enable_safety_checker, video_quality, video_write_mode, sync_mode, backend=None,
-                loras=None) -> io.NodeOutput:
-        request = OutpaintRequest(
-            prompt=prompt, resolution=canvas.resolution, source_scale=canvas.source_scale,
-            video_strength=video_strength, num_frames=num_frames, frames_per_second=frames_per_second,
-            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generate_audio=generate_audio,
-            negative_prompt=negative_prompt, seed=seed, enable_prompt_expansion=enable_prompt_expansion,
-            enable_safety_checker=enable_safety_checker, video_quality=video_quality,
-            video_write_mode=video_write_mode, sync_mode=sync_mode, loras=tuple(loras or ()),
-        ).validate()
+    def execute(cls, video, canvas, backend=None, loras=None, **fields) -> io.NodeOutput:
+        """`fields` are the request model's fields (widgets generated from FIELDS)."""
+        request = OutpaintRequest(**fields, resolution=canvas.resolution, source_scale=canvas.source_scale,
+                                  loras=tuple(loras or ())).validate()
         if backend is None:
             log.warning("LTXOutpaint: no backend connected; using the free PREVIEW backend (no AI)")
         progress = ComfyProgress(cls.hidden.unique_id)
