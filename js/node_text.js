@@ -1,8 +1,8 @@
-// Shows the text our nodes report after a run (canvas sizes per backend, outpaint summary with the
+// Shows the text our nodes report after a run (what was loaded, canvas sizes per backend, outpaint summary with the
 // fal cost estimate) in a read-only box on the node.
 import { app } from "../../scripts/app.js";
 
-const NODES = new Set(["LTXOutpaintCanvas", "LTXOutpaint"]);
+const NODES = new Set(["LTXOutpaintLoadVideo", "LTXOutpaintCanvas", "LTXOutpaint"]);
 const WIDGET = "ltx_outpaint_info";
 
 app.registerExtension({

@@ -210,11 +210,16 @@ class LoadVideo(io.ComfyNode):
                 os.unlink(source)
         if temporary:
             clip.source_path, clip.untouched = None, False
-        if clip.audio is not None and clip.audio.silent:
+        audio = clip.audio
+        audio_text = (f"audio: {audio.waveform.shape[0]} ch @ {audio.sample_rate} Hz" if not audio.silent
+                      else "audio: NONE in the file (the AUDIO output is silence)")
+        if audio.silent:
             log.warning("LTXOutpaintLoadVideo: %s has no audio track; the AUDIO output is silence",
                         os.path.basename(source))
-        return io.NodeOutput(clip.frames, to_comfy_audio(clip.audio), clip.fps, clip.num_frames,
-                             SourceVideo(clip))
+        info = (f"{clip.width}x{clip.height}, {clip.num_frames} frames @ {clip.fps:g} fps; {audio_text}"
+                + ("; untouched source file" if clip.untouched else ""))
+        return io.NodeOutput(clip.frames, to_comfy_audio(audio), clip.fps, clip.num_frames, SourceVideo(clip),
+                             ui=ui.PreviewText(info))
 
 
 class OutpaintCanvas(io.ComfyNode):

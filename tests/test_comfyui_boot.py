@@ -59,3 +59,38 @@ def test_the_log_parser_reports_failures_with_their_traceback():
     assert "No module named 'av'" in status.details and status.details.startswith("Traceback")
     ok = pack_import_status(f"Import times for custom nodes:\n   1.2 seconds: {pack}\n\nStarting server\n", pack)
     assert ok.seen and not ok.failed and ok.seconds == 1.2 and not ok.details
+
+
+HEAVY = ("transformers", "ltx_core", "ltx_pipelines", "httpx", "safetensors")
+
+
+def test_pack_import_pulls_in_nothing_heavy():
+    """Loading the pack the way ComfyUI does imports no ltx-core / transformers / httpx (start-up stays cheap)."""
+    import subprocess
+    import sys
+
+    from comfyui_server import find_comfyui_dir
+
+    comfyui_dir, reason = find_comfyui_dir()
+    if comfyui_dir is None:
+        pytest.skip(reason)
+    code = f"""
+import importlib.util, sys, json
+sys.path.insert(0, {comfyui_dir!r})
+import comfy.cli_args; comfy.cli_args.args.cpu = True
+import comfy_api.latest, folder_paths
+before = set(sys.modules)
+spec = importlib.util.spec_from_file_location("ltx_pack", {os.path.join(REPO_ROOT, '__init__.py')!r},
+                                              submodule_search_locations=[{REPO_ROOT!r}])
+mod = importlib.util.module_from_spec(spec); sys.modules["ltx_pack"] = mod; spec.loader.exec_module(mod)
+assert hasattr(mod, "comfy_entrypoint") and mod.WEB_DIRECTORY == "./js"
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=comfyui_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+
+    new = json.loads(r.stdout.strip().splitlines()[-1])
+    assert any(m.startswith("ltx_pack.nodes.") for m in new)
+    heavy = [m for m in new if m.split(".")[0] in HEAVY]
+    assert not heavy, f"the pack's start-up import pulled in {heavy}"

@@ -87,6 +87,7 @@ def test_full_graph_load_canvas_lora_outpaint_save(comfyui):
     text = entry["outputs"]["5"]["text"][0]
     assert "preview" in text and "no AI" in text and "seed 11" in text and "$" in text
     assert "640x360" in entry["outputs"]["2"]["text"][0]
+    assert entry["outputs"]["1"]["text"][0].startswith("144x256, 24 frames @ 24 fps; audio: 2 ch @ 44100 Hz")
     # a second save gets the next counter
     entry2 = comfyui.run(graph(name, lora="style.safetensors", num_frames=9))
     assert saved_files(entry2)[0]["filename"] != files[0]["filename"]
@@ -149,3 +150,13 @@ def test_load_video_url_goes_through_the_safe_downloader(comfyui):
         g["1"]["inputs"]["path_or_url"] = url
         msg = _error_text(comfyui.run(g))
         assert msg.startswith("path_or_url:") and reason in msg, msg
+
+
+def test_clip_without_audio_says_so_and_runs(comfyui):
+    name = put_input(comfyui, clip("graph_noaudio.mp4", width=144, height=256, frames=12, audio_layout=None))
+    entry = comfyui.run(graph(name, num_frames=9, prefix="noaudio/out"))
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert "audio: NONE in the file" in entry["outputs"]["1"]["text"][0]
+    f = saved_files(entry)[0]
+    out = decode_video(os.path.join(comfyui.output_dir, f["subfolder"], f["filename"]))
+    assert out.frames.shape[0] == 9 and float(out.audio.waveform.abs().max()) == 0.0

@@ -29,7 +29,7 @@ class Progress:
 
     def report(self, done: float, total: float, text: str | None = None) -> None:
         if text:
-            log.info("%s (%d/%d)", text, done, total)
+            log.info("%s", text)
 
     def interrupted(self) -> bool:
         return False
