@@ -4,6 +4,7 @@ This is the only module that imports ComfyUI. Heavy imports (ltx-core, transform
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ from typing_extensions import override
 import folder_paths
 from comfy_api.latest import ComfyExtension, InputImpl, Types, io, ui
 
-from .backends import Interrupted, OutpaintResult, PreviewConfig, Progress, run_outpaint
+from .backends import Interrupted, OutpaintResult, PreviewConfig, Progress, run_outpaint_async
 from .canvas import ANCHORS, CanvasSpec, composite, layout_canvas, snap_summary
 from .cost import estimate_cost
 from .errors import InputError
@@ -377,16 +378,16 @@ class Outpaint(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, video, canvas, backend=None, loras=None, **fields) -> io.NodeOutput:
+    async def execute(cls, video, canvas, backend=None, loras=None, **fields) -> io.NodeOutput:
         """`fields` are the request model's fields (widgets generated from FIELDS)."""
         request = OutpaintRequest(**fields, resolution=canvas.resolution, source_scale=canvas.source_scale,
                                   loras=tuple(loras or ())).validate()
         if backend is None:
             log.warning("LTXOutpaint: no backend connected; using the free PREVIEW backend (no AI)")
         progress = ComfyProgress(cls.hidden.unique_id)
-        clip = clip_from_video(video)
+        clip = await asyncio.to_thread(clip_from_video, video)  # decoding must not block ComfyUI's loop
         try:
-            result = run_outpaint(request, clip, canvas, backend, progress)
+            result = await run_outpaint_async(request, clip, canvas, backend, progress)
         except Interrupted:
             import comfy.model_management
 

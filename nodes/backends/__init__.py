@@ -7,6 +7,7 @@ nodes; :func:`make_backend` turns one into a backend.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -63,6 +64,8 @@ class OutpaintResult:
 
 
 class Backend(Protocol):
+    """A backend implements `run` (blocking; run in a worker thread) or `run_async` (remote I/O)."""
+
     name: str
     snap: SnapRule
 
@@ -113,10 +116,22 @@ def prepare_job(request: OutpaintRequest, clip: Clip, canvas: CanvasSpec, backen
     return OutpaintJob(request, clip, canvas, lay, frames)
 
 
-def run_outpaint(request: OutpaintRequest, clip: Clip, canvas: CanvasSpec, config=None,
-                 progress: Progress | None = None) -> OutpaintResult:
-    """The whole job, as the nodes and the CLI run it: snap, validate, run the chosen backend."""
+async def run_outpaint_async(request: OutpaintRequest, clip: Clip, canvas: CanvasSpec, config=None,
+                             progress: Progress | None = None) -> OutpaintResult:
+    """The whole job, as the nodes and the CLI run it: snap, validate, run the chosen backend.
+
+    Blocking backends run in a worker thread so the caller's event loop (ComfyUI's) stays responsive.
+    """
     backend = make_backend(config)
     job = prepare_job(request, clip, canvas, backend)
-    return backend.run(job, progress or Progress())
+    progress = progress or Progress()
+    run_async = getattr(backend, "run_async", None)
+    if run_async is not None:
+        return await run_async(job, progress)
+    return await asyncio.to_thread(backend.run, job, progress)
 
+
+def run_outpaint(request: OutpaintRequest, clip: Clip, canvas: CanvasSpec, config=None,
+                 progress: Progress | None = None) -> OutpaintResult:
+    """Blocking form of :func:`run_outpaint_async` (for scripts and tests; not inside a running loop)."""
+    return asyncio.run(run_outpaint_async(request, clip, canvas, config, progress))
