@@ -25,7 +25,7 @@ from .video_encode import write_mp4
 
 log = logging.getLogger("ltx_outpaint.cli")
 
-BACKENDS = ("auto", "preview")
+BACKENDS = ("auto", "preview", "fal")
 
 
 def _bool(text: str) -> bool:
@@ -101,8 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input", help="Source video: a file path or an https URL (fetched with the safe downloader).")
     r.add_argument("-o", "--output", required=True, help="Output MP4 path (a .json sidecar is written beside it).")
     r.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto = the best configured backend; with none configured, the free preview.")
+                   help="auto = fal when a fal key is configured (FAL_KEY or the pack's settings), else the "
+                        "free preview (no AI).")
     r.add_argument("--fill", choices=("blur", "mirror"), default="blur", help="Preview backend fill style.")
+    f = r.add_argument_group("fal backend (paid; key from FAL_KEY / FAL_KEY_ID+FAL_KEY_SECRET / settings)")
+    f.add_argument("--max-cost-usd", type=float, default=0.0, help="Refuse to submit above this estimate.")
+    f.add_argument("--deadline-s", type=float, default=3600.0, help="Cancel the fal job after this long.")
+    f.add_argument("--no-sse", action="store_true", help="Poll fal's status instead of streaming it.")
     c = r.add_argument_group("canvas placement (fal always centres)")
     c.add_argument("--anchor", choices=tuple(ANCHORS), default="center")
     c.add_argument("--offset-x", type=int, default=0, help="Pixels right of the anchored position.")
@@ -115,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-width", type=int, default=0)
     d.add_argument("--max-height", type=int, default=0)
     _add_request_options(r)
+
+    rec = sub.add_parser("recover", help="Fetch a fal request's result by id (after a crash or restart).")
+    rec.add_argument("request_id")
+    rec.add_argument("-o", "--output", required=True, help="Output MP4 path.")
+    rec.add_argument("--deadline-s", type=float, default=3600.0)
     return p
 
 
@@ -127,9 +137,37 @@ def _resolve_input(path_or_url: str) -> tuple[str, bool]:
     return path_or_url, False
 
 
+def _backend_config(args: argparse.Namespace):
+    from .backends.fal import FalConfig
+    from .settings import find_fal_key
+
+    kind = args.backend
+    if kind == "auto":
+        kind = "fal" if find_fal_key() is not None else "preview"
+        if kind == "preview":
+            log.warning("no remote or local backend is configured: using the free PREVIEW backend (no AI)")
+        else:
+            log.info("a fal key is configured: using the fal backend (paid)")
+    if kind == "fal":
+        return FalConfig(max_cost_usd=args.max_cost_usd, deadline_s=args.deadline_s, use_sse=not args.no_sse,
+                         output_dir=os.path.dirname(os.path.abspath(args.output)))
+    return PreviewConfig(fill=args.fill)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .backends.fal import FalConfig, recover
+
+    config = FalConfig(deadline_s=args.deadline_s, output_dir=os.path.dirname(os.path.abspath(args.output)))
+    result = asyncio.run(recover(args.request_id, config))
+    shutil.copyfile(result.video_path, args.output)
+    log.info("recovered fal request %s -> %s", args.request_id, args.output)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.backend == "auto":
-        log.warning("no remote or local backend is configured: using the free PREVIEW backend (no AI)")
+    config = _backend_config(args)
     values = {name: getattr(args, name) for name in FIELDS if name not in ("video_url", "loras")}
     request = OutpaintRequest(**values, loras=tuple(parse_lora(x) for x in args.lora)).validate()
     canvas = CanvasSpec(request.resolution, request.source_scale, args.anchor, args.offset_x, args.offset_y)
@@ -141,9 +179,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if temporary:
             os.unlink(path)
-    result = run_outpaint(request, clip, canvas, PreviewConfig(fill=args.fill), Progress())
+    result = run_outpaint(request, clip, canvas, config, Progress())
     if result.video_path:
-        shutil.copyfile(result.video_path, args.output)
+        if os.path.abspath(result.video_path) != os.path.abspath(args.output):
+            shutil.copyfile(result.video_path, args.output)
     else:
         write_mp4(args.output, result.frames, result.fps, result.audio, request.video_quality,
                   request.video_write_mode, metadata={"comment": result.prompt})
@@ -175,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("wrote sample clip %s (%dx%d, %d frames, %g fps, stereo tone)", args.output,
                      args.width, args.height, args.frames, args.fps)
             return 0
+        if args.command == "recover":
+            return cmd_recover(args)
         return cmd_run(args)
     except (InputError, ValueError) as exc:
         log.error("%s", exc)

@@ -19,7 +19,9 @@ from comfy_api.latest import ComfyExtension, InputImpl, Types, io, ui
 from .backends import Interrupted, OutpaintResult, PreviewConfig, Progress, run_outpaint_async
 from .canvas import ANCHORS, CanvasSpec, composite, layout_canvas, snap_summary
 from .cost import estimate_cost
+from .backends.fal import FalConfig, recover
 from .errors import InputError
+from .settings import find_fal_key, set_default_config_dir, store_fal_key
 from .loras import check_lora_spec
 from .request import (CANVAS_SIDE_RANGE, FIELDS, LORA_SCALE_RANGE, LORA_TARGETS, MAX_LORAS, RESOLUTION_PRESETS,
                       ImageSize, LoraSpec, OutpaintRequest)
@@ -29,6 +31,7 @@ from .video_encode import write_mp4
 log = logging.getLogger(__name__)
 
 CATEGORY = "LTX-2.3 Outpaint"
+set_default_config_dir(os.path.join(folder_paths.get_user_directory(), "ltx_outpaint"))
 CANVAS = io.Custom("LTX_OUTPAINT_CANVAS")
 LORA_STACK = io.Custom("LTX_OUTPAINT_LORA_STACK")
 BACKEND = io.Custom("LTX_OUTPAINT_BACKEND")
@@ -109,6 +112,16 @@ class ComfyProgress(Progress):
         comfy.model_management.throw_exception_if_processing_interrupted()
 
 
+async def interruptible(coro):
+    """Await an engine coroutine; the engine's Interrupted becomes ComfyUI's interrupt (not an error)."""
+    try:
+        return await coro
+    except Interrupted:
+        import comfy.model_management
+
+        raise comfy.model_management.InterruptProcessingException() from None
+
+
 def _field(name: str, **overrides):
     """A node input generated from the request model's FIELDS table (one source of truth)."""
     spec = FIELDS[name]
@@ -136,6 +149,16 @@ def _input_videos() -> list[str]:
 
 
 # ---------------------------------------------------------------- nodes
+
+#: Outputs shared by every node that yields an outpaint result.
+OUTPAINT_OUTPUTS = [
+    io.Image.Output(display_name="images", tooltip="The outpainted frames."),
+    io.Audio.Output(display_name="audio", tooltip="Output audio (silence when generate_audio is off)."),
+    io.Float.Output(display_name="fps", tooltip="Frame rate of the output."),
+    io.Video.Output(display_name="video", tooltip="Frames + audio + fps, for Save nodes."),
+    io.Int.Output(display_name="seed", tooltip="The seed actually used."),
+    io.String.Output(display_name="prompt", tooltip="The prompt actually used (after expansion)."),
+]
 
 class LoadVideo(io.ComfyNode):
     @classmethod
@@ -365,15 +388,7 @@ class Outpaint(io.ComfyNode):
                 _field("video_write_mode"),
                 _field("sync_mode"),
             ],
-            outputs=[
-                io.Image.Output(display_name="images", tooltip="The outpainted frames."),
-                io.Audio.Output(display_name="audio",
-                                tooltip="Output audio (silence when generate_audio is off)."),
-                io.Float.Output(display_name="fps", tooltip="Frame rate of the output."),
-                io.Video.Output(display_name="video", tooltip="Frames + audio + fps, for Save nodes."),
-                io.Int.Output(display_name="seed", tooltip="The seed actually used."),
-                io.String.Output(display_name="prompt", tooltip="The prompt actually used (after expansion)."),
-            ],
+            outputs=OUTPAINT_OUTPUTS,
             hidden=[io.Hidden.unique_id],
         )
 
@@ -386,25 +401,13 @@ class Outpaint(io.ComfyNode):
             log.warning("LTXOutpaint: no backend connected; using the free PREVIEW backend (no AI)")
         progress = ComfyProgress(cls.hidden.unique_id)
         clip = await asyncio.to_thread(clip_from_video, video)  # decoding must not block ComfyUI's loop
-        try:
-            result = await run_outpaint_async(request, clip, canvas, backend, progress)
-        except Interrupted:
-            import comfy.model_management
-
-            raise comfy.model_management.InterruptProcessingException()
+        result = await interruptible(run_outpaint_async(request, clip, canvas, backend, progress))
         n, h, w = result.frames.shape[:3]
-        cost = estimate_cost(w, h, n)
-        summary = f"{result.backend}: {w}x{h}, {n} frames @ {result.fps:g} fps, seed {result.seed}; fal: {cost}"
+        summary = f"{result.backend}: {w}x{h}, {n} frames @ {result.fps:g} fps, seed {result.seed}; " \
+                  f"fal: {estimate_cost(*request.canvas_size, request.num_frames)}"
         if result.notes:
             summary += "\n" + "\n".join(result.notes)
-        audio = result.audio
-        if audio is None:  # no track in the VIDEO; the AUDIO socket gets explicit silence
-            from .video_decode import silent_audio
-
-            audio = silent_audio(n / result.fps)
-        return io.NodeOutput(result.frames, to_comfy_audio(audio), result.fps,
-                             OutpaintVideo(result, request), result.seed, result.prompt,
-                             ui=ui.PreviewText(summary))
+        return _outputs(result, request, summary)
 
 
 class SaveMP4(io.ComfyNode):
@@ -454,7 +457,97 @@ class SaveMP4(io.ComfyNode):
         return io.NodeOutput(path, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
 
 
-NODES = [LoadVideo, OutpaintCanvas, LoraStack, PreviewBackendNode, Outpaint, SaveMP4]
+class FalBackendNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LTXOutpaintFalBackend",
+            display_name="Outpaint Backend: fal.ai (paid)",
+            category=CATEGORY,
+            description="Run on fal.ai's fal-ai/ltx-2.3-quality/outpaint/lora (billed per generated megapixel). "
+                        "The key comes from FAL_KEY or the pack's settings, never from a widget. Results are "
+                        "saved to output/ltx-outpaint/fal before decoding.",
+            inputs=[
+                io.Float.Input("max_cost_usd", default=0.0, min=0.0, max=1000.0, step=0.01,
+                               tooltip="Refuse to submit when the estimate is above this (0 = the settings' "
+                                       "limit, or none)."),
+                io.Int.Input("deadline_minutes", default=60, min=1, max=24 * 60,
+                             tooltip="Cancel the fal job if it has not finished after this long."),
+                io.Boolean.Input("use_sse", default=True,
+                                 tooltip="Follow the job with fal's status stream (falls back to polling)."),
+            ],
+            outputs=[BACKEND.Output(display_name="backend", tooltip="Connect to the outpaint node.")],
+        )
+
+    @classmethod
+    def execute(cls, max_cost_usd, deadline_minutes, use_sse) -> io.NodeOutput:
+        return io.NodeOutput(FalConfig(max_cost_usd=max_cost_usd, deadline_s=deadline_minutes * 60.0,
+                                       use_sse=use_sse, output_dir=_fal_output_dir()))
+
+
+def _fal_output_dir() -> str:
+    return os.path.join(folder_paths.get_output_directory(), "ltx-outpaint", "fal")
+
+
+def _outputs(result: OutpaintResult, request: OutpaintRequest | None, summary: str) -> io.NodeOutput:
+    n = result.frames.shape[0]
+    audio = result.audio
+    if audio is None:  # no track in the VIDEO; the AUDIO socket gets explicit silence
+        from .video_decode import silent_audio
+
+        audio = silent_audio(n / result.fps)
+    return io.NodeOutput(result.frames, to_comfy_audio(audio), result.fps, OutpaintVideo(result, request),
+                         result.seed, result.prompt, ui=ui.PreviewText(summary))
+
+
+class FalRecover(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LTXOutpaintFalRecover",
+            display_name="Recover fal Result (LTX Outpaint)",
+            category=CATEGORY,
+            description="Re-attach to a fal request by id (e.g. after a crash or restart), wait for it, save "
+                        "and load its result. Paid requests are listed in the pack's journal.",
+            inputs=[io.String.Input("request_id", default="", tooltip="The fal request id (see the journal, "
+                                                                        "the sidecar JSON or the log).")],
+            outputs=OUTPAINT_OUTPUTS,
+            hidden=[io.Hidden.unique_id],
+            is_output_node=True,
+        )
+
+    @classmethod
+    async def execute(cls, request_id) -> io.NodeOutput:
+        if not request_id.strip():
+            raise InputError("request_id", "is empty; paste a fal request id")
+        progress = ComfyProgress(cls.hidden.unique_id)
+        result = await interruptible(recover(request_id.strip(), FalConfig(output_dir=_fal_output_dir()), progress))
+        return _outputs(result, None, f"fal request {request_id}: " + "; ".join(result.notes))
+
+
+def register_routes() -> None:
+    """Pack routes: store the fal key server-side (never echoed back in full)."""
+    from aiohttp import web
+    from server import PromptServer
+
+    routes = PromptServer.instance.routes
+
+    @routes.get("/ltx_outpaint/fal_key")
+    async def fal_key_status(request):
+        key = find_fal_key()
+        return web.json_response({"configured": key is not None, "source": key.source if key else None,
+                                  "masked": key.masked() if key else None})
+
+    @routes.post("/ltx_outpaint/fal_key")
+    async def fal_key_store(request):
+        body = await request.json()
+        value = str(body.get("key", "")) if isinstance(body, dict) else ""
+        store_fal_key(value)
+        key = find_fal_key()
+        return web.json_response({"configured": key is not None, "masked": key.masked() if key else None})
+
+
+NODES = [LoadVideo, OutpaintCanvas, LoraStack, PreviewBackendNode, FalBackendNode, Outpaint, FalRecover, SaveMP4]
 
 
 class OutpaintExtension(ComfyExtension):
@@ -464,4 +557,5 @@ class OutpaintExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> OutpaintExtension:
+    register_routes()
     return OutpaintExtension()

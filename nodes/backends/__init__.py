@@ -8,6 +8,7 @@ nodes; :func:`make_backend` turns one into a backend.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -81,7 +82,9 @@ class PreviewConfig:
     kind: str = field(default="preview", init=False)
 
 
-#: kind -> factory(config) -> Backend. fal and local register here in their own modules.
+#: Backends shipped with the pack (module name = kind), imported on first use.
+BUILTIN = ("preview", "fal")
+#: kind -> factory(config) -> Backend; each backend module registers itself here.
 _FACTORIES: dict[str, Callable[[object], Backend]] = {}
 
 
@@ -93,8 +96,8 @@ def make_backend(config) -> Backend:
     if config is None:
         config = PreviewConfig()
     kind = getattr(config, "kind", None)
-    if kind == "preview" and kind not in _FACTORIES:
-        from . import preview  # noqa: F401  (registers itself)
+    if kind in BUILTIN and kind not in _FACTORIES:
+        importlib.import_module(f".{kind}", __package__)  # the module registers itself
     if kind not in _FACTORIES:
         raise ValueError(f"backend: unknown backend kind {kind!r}; available: {', '.join(sorted(_FACTORIES))}")
     return _FACTORIES[kind](config)
