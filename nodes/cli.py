@@ -223,6 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except Exception as exc:
+        from .fal_client import FalError
+
+        if isinstance(exc, FalError):  # fal's message and error_type, never the key
+            log.error("%s", exc)
+            return 3
+        raise
 
 
 if __name__ == "__main__":

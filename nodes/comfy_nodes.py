@@ -471,8 +471,8 @@ class FalBackendNode(io.ComfyNode):
                 io.Float.Input("max_cost_usd", default=0.0, min=0.0, max=1000.0, step=0.01,
                                tooltip="Refuse to submit when the estimate is above this (0 = the settings' "
                                        "limit, or none)."),
-                io.Int.Input("deadline_minutes", default=60, min=1, max=24 * 60,
-                             tooltip="Cancel the fal job if it has not finished after this long."),
+                io.Float.Input("deadline_minutes", default=60.0, min=0.05, max=24 * 60.0, step=0.5,
+                               tooltip="Cancel the fal job if it has not finished after this many minutes."),
                 io.Boolean.Input("use_sse", default=True,
                                  tooltip="Follow the job with fal's status stream (falls back to polling)."),
             ],

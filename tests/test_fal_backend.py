@@ -1,0 +1,272 @@
+"""The fal backend end to end against our faithful local fal server (tests/fal_server.py) on 127.0.0.1.
+
+The real client, uploads, queue, SSE, result and download run; only fal itself is replaced (no
+internet or fal key here).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import threading
+import time
+
+import pytest
+
+from clips import clip
+from fal_server import FakeFal
+from ltx_outpaint.backends import Interrupted, Progress, run_outpaint
+from ltx_outpaint.backends.fal import FalBackend, FalConfig, recover
+from ltx_outpaint.canvas import CanvasSpec
+from ltx_outpaint.errors import InputError
+from ltx_outpaint.journal import Journal
+from ltx_outpaint.request import ImageSize, LoraSpec, OutpaintRequest
+from ltx_outpaint.video_decode import DecodeOptions, decode_video
+
+KEY = "test-key-id:test-key-secret"
+
+
+@pytest.fixture
+def fal(tmp_path, monkeypatch):
+    monkeypatch.setenv("LTX_OUTPAINT_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setenv("FAL_KEY", KEY)
+    for var in ("FAL_KEY_ID", "FAL_KEY_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    with FakeFal(max_side=64, queue_seconds=0.1, run_seconds=0.3) as fake:
+        monkeypatch.setenv("LTX_OUTPAINT_FAL_QUEUE_URL", fake.queue_url)
+        monkeypatch.setenv("LTX_OUTPAINT_FAL_REST_URL", fake.rest_url)
+        monkeypatch.setenv("LTX_OUTPAINT_FAL_CDN_URL", fake.cdn_url)
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def source_path():
+    return clip("fal_src.mp4", width=96, height=160, frames=12, fps=24)
+
+
+def run(tmp_path, source_path, request=None, config=None, progress=None, opts=DecodeOptions()):
+    request = request or OutpaintRequest(prompt="a wide beach", num_frames=9, seed=5)
+    config = config or FalConfig(output_dir=str(tmp_path / "out"))
+    return run_outpaint(request, decode_video(source_path, opts), CanvasSpec(request.resolution), config,
+                        progress)
+
+
+def submit_bodies(fake):
+    return [r.json for r in fake.requests if r.method == "POST" and r.path.endswith("/outpaint/lora")]
+
+
+def test_run_saves_mp4_and_sidecar_and_sends_the_request_model(fal, tmp_path, source_path):
+    req = OutpaintRequest(prompt="a wide beach", num_frames=9, frames_per_second=12, seed=5,
+                          resolution=ImageSize(640, 360),
+                          loras=(LoraSpec("https://example.com/style.safetensors", 0.7, "video"),))
+    res = run(tmp_path, source_path, req)
+    assert res.backend == "fal" and res.seed == 5 and res.video_path and os.path.exists(res.video_path)
+    assert res.frames.shape[0] == 9 and res.fps == pytest.approx(12)
+    side = json.load(open(res.video_path + ".json"))
+    rid = side["request_id"]
+    assert side["endpoint_id"] == "fal-ai/ltx-2.3-quality/outpaint/lora"
+    assert side["billable_units"] == 3 and side["cost_estimate_usd"] == pytest.approx(3 * 0.0024075)
+    # the body on the wire is exactly the request model's fields (+ the uploaded video URL)
+    (body,) = submit_bodies(fal)
+    expected = {**req.to_fal_input(), "video_url": body["video_url"]}
+    assert body == expected and body["video_url"].startswith(fal.cdn_url)
+    assert side["request"] == body
+    assert fal.submits == 1 and Journal().get(rid).state == "saved"
+    # the source was uploaded untouched
+    uploaded = [r for r in fal.requests if r.method == "POST" and r.path.endswith("/files/upload")]
+    assert len(uploaded) == 1 and uploaded[0].body_length == os.path.getsize(source_path)
+
+
+def test_upload_cache_and_changed_frames(fal, tmp_path, source_path):
+    run(tmp_path, source_path)
+    run(tmp_path, source_path)
+    uploads = lambda: [r for r in fal.requests if "/files/upload" in r.path]  # noqa: E731
+    assert len(uploads()) == 1  # same content: uploaded once
+    run(tmp_path, source_path, opts=DecodeOptions(frame_load_cap=6))  # frames changed: re-encoded
+    assert len(uploads()) == 2 and uploads()[-1].body_length != os.path.getsize(source_path)
+    assert fal.submits == 3
+
+
+@pytest.mark.parametrize("route,fault", [("submit", "429"), ("submit", "ingress_503"), ("status", "429"),
+                                         ("stream", "drop"), ("result", "429"), ("download", "drop"),
+                                         ("upload", "drop"), ("token", "ingress_503"), ("status", "drop")])
+def test_transient_faults_still_succeed_with_one_billable_submit(fal, tmp_path, source_path, route, fault):
+    fal.inject(route, fault)
+    res = run(tmp_path, source_path)
+    assert os.path.getsize(res.video_path) == fal.jobs[json.load(open(res.video_path + ".json"))[
+        "request_id"]].result_size
+    assert res.frames.shape[0] == 9
+    assert fal.submits == 1
+
+
+def test_submit_that_created_a_job_is_never_retried(fal, tmp_path, source_path):
+    fal.inject("submit", "503_after_create")
+    with pytest.raises(Exception) as e:
+        run(tmp_path, source_path)
+    assert "503" in str(e.value)
+    assert fal.submits == 1 and len(submit_bodies(fal)) == 1
+
+
+def test_job_error_shows_fal_message_and_error_type(fal, tmp_path, source_path):
+    fal.inject("submit", "job_error", error_type="runner_scheduling_failure", message="no runner available")
+    with pytest.raises(Exception) as e:
+        run(tmp_path, source_path)
+    assert "runner_scheduling_failure" in str(e.value) and "no runner available" in str(e.value)
+    assert [e.state for e in Journal().pending()] == []  # marked failed, not left pending
+
+
+def test_stuck_queue_hits_the_deadline_and_is_cancelled(fal, tmp_path, source_path):
+    fal.inject("submit", "stuck")
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="did not finish within 1.5 s"):
+        run(tmp_path, source_path, config=FalConfig(output_dir=str(tmp_path / "out"), deadline_s=1.5))
+    assert time.monotonic() - t0 < 10
+    assert any(r.method == "PUT" and r.path.endswith("/cancel") for r in fal.requests)
+
+
+class InterruptWhenRunning(Progress):
+    def __init__(self):
+        self.running_at = None
+
+    def report(self, done, total, text=None):
+        if text and "in progress" in text and self.running_at is None:
+            self.running_at = time.monotonic()
+
+    def interrupted(self):
+        return self.running_at is not None
+
+
+@pytest.mark.parametrize("use_sse", [True, False])
+def test_interrupt_cancels_the_job_and_stops_polling(fal, tmp_path, source_path, use_sse):
+    fal.run_seconds = 30
+    progress = InterruptWhenRunning()
+    with pytest.raises(Interrupted):
+        run(tmp_path, source_path, progress=progress,
+            config=FalConfig(output_dir=str(tmp_path / "out"), use_sse=use_sse))
+    cancels = [r for r in fal.requests if r.method == "PUT" and r.path.endswith("/cancel")]
+    assert len(cancels) == 1 and cancels[0].time - progress.running_at < 1.0
+    n = len(fal.requests)
+    time.sleep(1.0)
+    assert len(fal.requests) == n  # no further polling / streaming
+    (job,) = fal.jobs.values()
+    assert job.cancelled
+
+
+def test_cost_guard_refuses_before_uploading(fal, tmp_path, source_path):
+    with pytest.raises(InputError, match=r"max_cost_usd: estimated cost ~\$0.0144 \(6 MP, estimate\) is above the limit of \$0.0010"):
+        run(tmp_path, source_path, config=FalConfig(output_dir=str(tmp_path / "out"), max_cost_usd=0.001))
+    assert fal.requests == []
+
+
+def test_more_than_three_loras_refused_before_anything_is_sent(fal, tmp_path, source_path):
+    loras = tuple(LoraSpec(f"https://example.com/{i}.safetensors") for i in range(4))
+    with pytest.raises(InputError, match="at most 3"):
+        run(tmp_path, source_path, OutpaintRequest(num_frames=9, loras=loras))
+    assert fal.requests == []
+
+
+@pytest.mark.parametrize("field,value,ours", [
+    ("num_frames", 5000, "num_frames (LTX-2.3 Outpaint)"),
+    ("source_scale", 3.0, "source_scale (Outpaint Canvas)"),
+    ("resolution", "huge", "resolution (Outpaint Canvas)"),
+    ("video_url", None, "video (Load Video)"),
+    ("guidance_scale", 0, "guidance_scale (LTX-2.3 Outpaint)"),
+    ("loras", [{"path": "x", "scale": 9, "transformer": "both"}], "loras (LoRA Stack).0.scale"),
+])
+def test_422_names_our_input(fal, field, value, ours):
+    import asyncio
+
+    from ltx_outpaint.fal_client import FalClient
+
+    payload = {**OutpaintRequest(prompt="p", num_frames=9).to_fal_input(), "video_url": "https://x/v.mp4"}
+    if value is None:
+        payload.pop(field)
+    else:
+        payload[field] = value
+    backend = FalBackend(FalConfig())
+
+    async def go():
+        async with FalClient(KEY, backend.hosts()) as client:
+            await backend._submit(client, payload)
+
+    with pytest.raises(InputError) as e:
+        asyncio.run(go())
+    assert ours in str(e.value) and "fal rejected the request" in str(e.value)
+
+
+def test_no_audio_and_sync_mode(fal, tmp_path, source_path):
+    res = run(tmp_path, source_path, OutpaintRequest(num_frames=9, generate_audio=False, sync_mode=True))
+    assert res.audio is None
+    side = json.load(open(res.video_path + ".json"))
+    assert side["response"]["video"]["url"].startswith("<data URI")
+    assert decode_video(res.video_path).frames.shape[0] == 9
+
+
+def test_recover_by_request_id_after_a_crash(fal, tmp_path, source_path):
+    fal.run_seconds = 1.0
+    progress = InterruptWhenRunning()
+    progress.interrupted = lambda: False  # never interrupt; we "crash" instead
+    box = {}
+
+    def crash_soon():
+        try:
+            run(tmp_path, source_path, progress=progress,
+                config=FalConfig(output_dir=str(tmp_path / "out"), deadline_s=0.3))
+        except Exception as exc:  # the deadline stands in for a crash: the job keeps running on fal
+            box["exc"] = exc
+
+    fal.cancel_is_ignored = True  # a crashed process never cancels; keep the job alive
+    t = threading.Thread(target=crash_soon)
+    t.start()
+    t.join()
+    (rid,) = fal.jobs
+    import asyncio
+
+    res = asyncio.run(recover(rid, FalConfig(output_dir=str(tmp_path / "rec"))))
+    assert os.path.exists(res.video_path) and res.frames.shape[0] == 9
+    assert fal.submits == 1
+
+
+def test_key_never_written_or_logged(fal, tmp_path, source_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    run(tmp_path, source_path)
+    fal.inject("submit", "job_error", message="boom")
+    with pytest.raises(Exception) as e:
+        run(tmp_path, source_path)
+    secret = KEY.split(":")[1]
+    assert secret not in str(e.value) and secret not in caplog.text
+    for path in glob.glob(str(tmp_path / "**" / "*"), recursive=True):
+        if os.path.isfile(path):
+            assert secret.encode() not in open(path, "rb").read(), path
+
+
+def test_missing_key_is_a_clear_error(fal, tmp_path, source_path, monkeypatch):
+    monkeypatch.delenv("FAL_KEY")
+    with pytest.raises(InputError, match="no fal key configured: set the FAL_KEY"):
+        run(tmp_path, source_path)
+    assert fal.requests == []
+
+
+def test_cli_fal_backend_and_recover(fal, tmp_path, source_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ}
+    cmd = [sys.executable, "-m", "ltx_outpaint.cli"]
+    r = subprocess.run(cmd + ["run", source_path, "-o", str(tmp_path / "wide.mp4"), "--prompt", "sea",
+                              "--num-frames", "9", "--seed", "4"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "using the fal backend" in r.stderr and KEY.split(":")[1] not in r.stderr
+    assert decode_video(str(tmp_path / "wide.mp4")).frames.shape[0] == 9
+    (rid,) = fal.jobs
+    r = subprocess.run(cmd + ["recover", rid, "-o", str(tmp_path / "again.mp4")], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert open(tmp_path / "again.mp4", "rb").read() == open(tmp_path / "wide.mp4", "rb").read()
+    assert fal.submits == 1
+    fal.inject("submit", "job_error", error_type="runner_scheduling_failure", message="no runner")
+    r = subprocess.run(cmd + ["run", source_path, "-o", str(tmp_path / "x.mp4"), "--num-frames", "9"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3 and "runner_scheduling_failure" in r.stderr and "Traceback" not in r.stderr
