@@ -270,3 +270,50 @@ def test_cli_fal_backend_and_recover(fal, tmp_path, source_path):
     r = subprocess.run(cmd + ["run", source_path, "-o", str(tmp_path / "x.mp4"), "--num-frames", "9"], env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 3 and "runner_scheduling_failure" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_progress_covers_every_phase_with_cost_and_queue_position(fal, tmp_path, source_path):
+    class Recorder(Progress):
+        def __init__(self):
+            self.seen = []
+
+        def report(self, done, total, text=None):
+            self.seen.append((done, text or ""))
+
+    fal.queue_seconds = 0.6
+    rec = Recorder()
+    run(tmp_path, source_path, progress=rec)
+    texts = " | ".join(t for _, t in rec.seen)
+    for phase in ("estimated cost ~$", "uploading", "in queue (position", "in progress", "downloading the result",
+                  "decoding"):
+        assert phase in texts, phase
+    values = [d for d, _ in rec.seen]
+    assert values == sorted(values) and values[-1] >= 95
+
+
+def test_422_at_run_time_names_our_input(tmp_path, source_path, monkeypatch):
+    """Real fal may validate in the runner: the 422 then arrives with the result, not the submit."""
+    monkeypatch.setenv("LTX_OUTPAINT_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setenv("FAL_KEY", KEY)
+    with FakeFal(max_side=64, queue_seconds=0.1, run_seconds=0.2, validate_on="result") as fake:
+        cfg = FalConfig(output_dir=str(tmp_path / "out"), queue_url=fake.queue_url, rest_url=fake.rest_url,
+                        cdn_url=fake.cdn_url)
+        import asyncio
+
+        from ltx_outpaint.fal_client import FalClient
+
+        backend = FalBackend(cfg)
+        payload = {**OutpaintRequest(prompt="p", num_frames=9).to_fal_input(), "video_url": "https://x/v.mp4",
+                   "num_frames": 5000}
+
+        async def go():
+            async with FalClient(KEY, backend.hosts()) as client:
+                handle = await backend._submit(client, payload)
+                from ltx_outpaint.journal import JournalEntry
+
+                entry = Journal().record(JournalEntry(handle.request_id, cfg.endpoint_id, handle.status_url,
+                                                      handle.response_url, handle.cancel_url, request=payload))
+                await backend.follow_and_save(client, handle, entry, Progress())
+
+        with pytest.raises(InputError, match=r"num_frames \(LTX-2.3 Outpaint\)"):
+            asyncio.run(go())

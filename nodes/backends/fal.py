@@ -53,6 +53,13 @@ class FalConfig:
     kind: str = field(default="fal", init=False)
 
 
+def validation_input_error(exc) -> InputError:
+    """fal's 422 (at submit or at run time) as one error naming each of our inputs."""
+    lines = [f"{field_input_name(e.field)}: {e.msg}" for e in exc.errors] or [str(exc)]
+    first = exc.errors[0].field.split(".")[0] if exc.errors else "request"
+    return InputError(first, "fal rejected the request: " + "; ".join(lines))
+
+
 def field_input_name(fal_field: str) -> str:
     top = fal_field.split(".")[0]
     return INPUT_NAMES.get(top, f"{top} (LTX-2.3 Outpaint)") + (fal_field[len(top):] if "." in fal_field else "")
@@ -108,7 +115,7 @@ class FalBackend:
             video_url = req.video_url or await self._upload_video(client, job, uploads, progress)
             loras = []
             for lora in req.loras:
-                path = lora.path if lora.is_url() else await uploads.upload(client, lora.path)
+                path = lora.path if lora.is_url() else await uploads.upload(client, lora.path, progress)
                 loras.append({**lora.to_dict(), "path": path})
             payload = {**req.to_fal_input(), "video_url": video_url, "loras": loras}
             handle = await self._submit(client, payload)
@@ -122,14 +129,14 @@ class FalBackend:
         clip = job.clip
         if clip.source_path and clip.untouched:
             progress.report(2, 100, "fal: uploading the source video (untouched)")
-            return await uploads.upload(client, clip.source_path)
+            return await uploads.upload(client, clip.source_path, progress)
         from ..video_encode import write_mp4
 
         progress.report(2, 100, "fal: encoding the changed frames (near-lossless) for upload")
         with tempfile.TemporaryDirectory(prefix="ltx-outpaint-") as tmp:
             path = os.path.join(tmp, "source.mp4")
             await asyncio.to_thread(write_mp4, path, clip.frames, clip.fps, clip.audio, "maximum", "fast")
-            return await uploads.upload(client, path)
+            return await uploads.upload(client, path, progress)
 
     async def _submit(self, client, payload: dict):
         from ..fal_client import FalValidationError
@@ -137,13 +144,11 @@ class FalBackend:
         try:
             return await client.submit(self.config.endpoint_id, payload)
         except FalValidationError as exc:
-            lines = [f"{field_input_name(e.field)}: {e.msg}" for e in exc.errors] or [str(exc)]
-            first = exc.errors[0].field.split(".")[0] if exc.errors else "request"
-            raise InputError(first, "fal rejected the request: " + "; ".join(lines)) from None
+            raise validation_input_error(exc) from None
 
     async def follow_and_save(self, client, handle, entry: JournalEntry, progress: Progress) -> OutpaintResult:
         """Wait for the job (interrupt and deadline cancel it), then save the result before decoding."""
-        from ..fal_client import FalTimeout
+        from ..fal_client import FalTimeout, FalValidationError
 
         started = time.monotonic()
         journal = Journal()
@@ -154,7 +159,7 @@ class FalBackend:
                 elapsed = time.monotonic() - started
                 if update.status == "IN_QUEUE":
                     state["text"] = f"fal: in queue (position {update.queue_position}), {elapsed:.0f} s"
-                    done = 5
+                    done = 25
                 else:
                     last = (update.logs or [{}])[-1].get("message", "") if update.logs else ""
                     state["text"] = f"fal: {update.status.lower().replace('_', ' ')}, {elapsed:.0f} s" + (
@@ -167,7 +172,10 @@ class FalBackend:
             while True:
                 finished, _ = await asyncio.wait({task}, timeout=0.25)
                 if finished:
-                    task.result()  # raises fal's job error, if any
+                    try:
+                        task.result()  # raises fal's job error, if any
+                    except FalValidationError as exc:  # input rejected by the runner
+                        raise validation_input_error(exc) from None
                     break
                 if progress.interrupted():
                     await self._cancel(client, handle, journal, "cancelled", "interrupted by the user")
@@ -176,15 +184,18 @@ class FalBackend:
                     await self._cancel(client, handle, journal, "failed", "deadline")
                     raise FalTimeout(f"fal request {handle.request_id} did not finish within "
                                      f"{self.config.deadline_s:g} s; it was cancelled")
-        except Exception as exc:
-            if not task.done():
-                task.cancel()
+        except BaseException as exc:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # stop following; collect its outcome
             if journal.get(handle.request_id).state == "submitted" and not isinstance(exc, Interrupted):
                 journal.update(handle.request_id, state="failed", error=str(exc)[:500])
             raise
-        progress.report(85, 100, "fal: downloading the result")
-        path, data, billed = await self.save_result(client, handle, entry)
-        progress.report(95, 100, "fal: decoding the result")
+        def downloaded(done: int, total: int | None) -> None:
+            progress.report(85 + (10 * done / total if total else 0), 100,
+                            f"fal: downloading the result {done / 2**20:.1f} MiB")
+
+        path, data, billed = await self.save_result(client, handle, entry, downloaded)
+        progress.report(95, 100, f"fal: result saved to {path}; decoding")
         clip = await asyncio.to_thread(decode_video, path)
         has_audio = entry.request.get("generate_audio", True) and not clip.audio.silent
         return OutpaintResult(clip.frames, clip.fps, clip.audio if has_audio else None, int(data.get("seed", 0)),
@@ -200,7 +211,8 @@ class FalBackend:
             log.warning("could not cancel fal request %s: %s", handle.request_id, exc)
         journal.update(handle.request_id, state=state, error=why)
 
-    async def save_result(self, client, handle, entry: JournalEntry) -> tuple[str, dict, int | None]:
+    async def save_result(self, client, handle, entry: JournalEntry,
+                          on_progress=None) -> tuple[str, dict, int | None]:
         """Download the MP4 and write its JSON sidecar before anything else can fail."""
         result = await client.result(handle)
         data = result.data
@@ -208,7 +220,8 @@ class FalBackend:
         if not video.get("url"):
             raise InputError("backend", f"fal request {handle.request_id} returned no video: {str(data)[:300]}")
         path = os.path.join(self.output_dir(), f"fal_{handle.request_id}.mp4")
-        await client.download(video["url"], path, expected_size=video.get("file_size"))
+        await client.download(video["url"], path, expected_size=video.get("file_size"),
+                              on_progress=on_progress)
         response = json.loads(json.dumps(data))
         if str(response["video"]["url"]).startswith("data:"):
             response["video"]["url"] = f"<data URI, {len(video['url'])} chars>"
@@ -238,14 +251,21 @@ class UploadCache:
         except (OSError, ValueError):
             return {}
 
-    async def upload(self, client, file_path: str) -> str:
+    async def upload(self, client, file_path: str, progress: Progress | None = None) -> str:
         digest = await asyncio.to_thread(sha256_file, file_path)
         cache = self._load()
         hit = cache.get(digest)
         if hit and time.time() - hit.get("uploaded_at", 0) < UPLOAD_CACHE_TTL_S:
             log.info("reusing the fal upload of %s (same content)", os.path.basename(file_path))
             return hit["url"]
-        url = await client.upload_file(file_path)
+        name = os.path.basename(file_path)
+
+        def report(done: int, total: int | None) -> None:
+            if progress is not None and total:
+                progress.report(2 + 18 * done / total, 100,
+                                f"fal: uploading {name} {done / 2**20:.1f}/{total / 2**20:.1f} MiB")
+
+        url = await client.upload_file(file_path, on_progress=report)
         cache = self._load()
         cache[digest] = {"url": url, "uploaded_at": time.time(), "name": os.path.basename(file_path)}
         tmp = self.path + ".tmp"
