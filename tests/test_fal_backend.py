@@ -317,3 +317,25 @@ def test_422_at_run_time_names_our_input(tmp_path, source_path, monkeypatch):
 
         with pytest.raises(InputError, match=r"num_frames \(LTX-2.3 Outpaint\)"):
             asyncio.run(go())
+
+
+def test_local_lora_uploaded_once_and_size_capped(fal, tmp_path, source_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    from ltx_outpaint.backends import fal as fal_backend
+
+    lora = str(tmp_path / "mine.safetensors")
+    save_file({"a.lora_A.weight": torch.zeros(2, 2), "a.lora_B.weight": torch.zeros(2, 2)}, lora)
+    req = OutpaintRequest(num_frames=9, loras=(LoraSpec(lora, 0.5, "audio"),))
+    run(tmp_path, source_path, req)
+    run(tmp_path, source_path, req)
+    bodies = submit_bodies(fal)
+    assert bodies[0]["loras"][0]["path"].startswith(fal.cdn_url)
+    assert bodies[0]["loras"] == bodies[1]["loras"] and bodies[0]["loras"][0]["transformer"] == "audio"
+    assert fal.count("POST", "/files/upload") == 2  # the clip and the LoRA, each once
+    monkeypatch.setattr(fal_backend, "MAX_LORA_BYTES", 10)
+    n = len(fal.requests)
+    with pytest.raises(InputError, match=r"loras\[0\]: mine.safetensors is .* GiB; fal accepts at most 3 GiB"):
+        run(tmp_path, source_path, req)
+    assert len(fal.requests) == n

@@ -35,7 +35,8 @@ INPUT_NAMES = {
     "source_scale": "source_scale (Outpaint Canvas)",
     "loras": "loras (LoRA Stack)",
 }
-UPLOAD_CACHE_TTL_S = 7 * 24 * 3600  # fal does not publish how long its CDN keeps uploads
+UPLOAD_CACHE_TTL_S = 7 * 24 * 3600
+MAX_LORA_BYTES = 3 * 2**30  # fal's limit per LoRA  # fal does not publish how long its CDN keeps uploads
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,10 @@ class FalBackend:
         cost = self.check_cost(width, height, req.num_frames)
         progress.report(0, 100, f"fal: estimated cost {cost}")
         key = self.key()
+        for i, lora in enumerate(req.loras):  # every check before anything is uploaded or billed
+            if not lora.is_url() and os.path.getsize(lora.path) > MAX_LORA_BYTES:
+                raise InputError(f"loras[{i}]", f"{os.path.basename(lora.path)} is "
+                                                f"{os.path.getsize(lora.path) / 2**30:.2f} GiB; fal accepts at most 3 GiB")
         async with FalClient(key, self.hosts()) as client:
             uploads = UploadCache()
             video_url = req.video_url or await self._upload_video(client, job, uploads, progress)
