@@ -49,6 +49,7 @@ READ_CHUNK = 1 * MiB
 TOKEN_MARGIN_S = 60.0  # refresh a CDN token this long before it expires
 CANCEL_TIMEOUT_S = 5.0
 SSE_MAX_FAILURES = 3  # consecutive broken streams before falling back to polling
+SSE_DRAIN_TIMEOUT_S = 1.0  # after COMPLETED, how long to wait for the stream's end
 USER_AGENT = "comfyui-ltx-outpaint (httpx)"
 KEY_HELP = ("fal keys come from fal.ai/dashboard/keys; set FAL_KEY (or FAL_KEY_ID + FAL_KEY_SECRET) "
             "or store the key in the pack's settings")
@@ -655,11 +656,18 @@ class FalClient:
             if "text/event-stream" not in resp.headers.get("content-type", ""):
                 raise _StreamBroken(f"not an event stream ({resp.headers.get('content-type')})")
             parser = SSEParser()
-            async for line in resp.aiter_lines():
+            lines = resp.aiter_lines()
+            async for line in lines:
                 data = parser.feed(line)
                 if data is not None:
                     update = self._parse_event(data, handle)
                     if update is not None:
+                        if update.done:
+                            # Read to the end (fal closes the stream after COMPLETED) so the connection goes
+                            # back to the pool and the result request reuses it (no new TLS handshake).
+                            await _drain(lines, SSE_DRAIN_TIMEOUT_S)
+                            yield update
+                            return
                         yield update
             data = parser.flush()
             if data is not None:
@@ -1048,6 +1056,19 @@ def _parse_expiry(value: Any, now: float) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.timestamp()
+
+
+async def _drain(lines: AsyncIterator[str], timeout_s: float) -> None:
+    """Consume what is left of a stream, giving up after `timeout_s` (the connection is then dropped)."""
+
+    async def consume() -> None:
+        async for _ in lines:
+            pass
+
+    try:
+        await asyncio.wait_for(consume(), timeout_s)
+    except (asyncio.TimeoutError, httpx.TransportError):
+        pass
 
 
 def decode_data_uri(uri: str) -> bytes:

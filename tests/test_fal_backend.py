@@ -339,3 +339,13 @@ def test_local_lora_uploaded_once_and_size_capped(fal, tmp_path, source_path, mo
     with pytest.raises(InputError, match=r"loras\[0\]: mine.safetensors is .* GiB; fal accepts at most 3 GiB"):
         run(tmp_path, source_path, req)
     assert len(fal.requests) == n
+
+
+def test_result_reuses_the_status_stream_connection(fal, tmp_path, source_path):
+    """After COMPLETED the SSE stream is read to its end, so fetching the result needs no new connection
+    (against real fal: no new TLS handshake on the critical path)."""
+    run(tmp_path, source_path)
+    stream = [r for r in fal.requests if r.path.endswith("/status/stream")]
+    result = [r for r in fal.requests if r.method == "GET" and r.route == "result"]
+    assert stream and result
+    assert result[0].client_port == stream[-1].client_port
