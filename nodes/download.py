@@ -22,6 +22,9 @@ import httpx
 from .errors import InputError
 
 log = logging.getLogger(__name__)
+# httpx logs every request URL at INFO, query string included (signed URLs carry tokens there); ComfyUI
+# logs at INFO, so keep httpx's own request lines out of its console. Ours are redacted.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 ENV_ALLOW_PRIVATE = "LTX_OUTPAINT_ALLOW_PRIVATE_HOSTS"
 ENV_ALLOW_HTTP = "LTX_OUTPAINT_ALLOW_HTTP"

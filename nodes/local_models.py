@@ -270,7 +270,8 @@ def _describe_missing(mf: ModelFile, search: ModelSearch, skipped: dict[str, str
         lines.append(f"  but no {' or '.join(mf.kinds)} folders are configured (pass --models-dir, set "
                      f"{ENV_MODELS_DIR}, or add them to ComfyUI's extra_model_paths.yaml)")
     lines += [f"  skipped {path} ({why})" for path, why in skipped.items()]
-    lines.append(f"  get it from {mf.source_url} and put it in {mf.kind}/"
+    primary = search.get(mf.kind)
+    lines.append(f"  get it from {mf.source_url} and put it in {primary[0] if primary else mf.kind + '/'}"
                  + (f"; {mf.hint}" if mf.hint else ""))
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 """Model discovery for the local backend, in real temporary ComfyUI-like model trees."""
 import logging
 import os
+import shutil
 
 import pytest
 
@@ -172,7 +173,6 @@ def test_explicit_unknown_role_and_bad_mode(tree):
 def test_gemma_single_file_when_no_folder(tree):
     comfy, extra = tree
     full_quality_tree(comfy, extra)
-    import shutil
     shutil.rmtree(comfy / "text_encoders" / "gemma-3-12b-it-qat-q4_0-unquantized")
     bf16 = touch(comfy / "text_encoders" / "gemma_3_12B_it.safetensors")
     fp8_file = touch(extra / "clip" / "gemma_3_12B_it_fp8_scaled.safetensors")
@@ -192,7 +192,6 @@ def test_gemma_folder_preferred_over_single_file_and_incomplete_folder_skipped(t
     os.remove(os.path.join(folder, "tokenizer.model"))  # incomplete now
     nested = gemma_folder(extra / "text_encoders" / "google" / "Gemma-3-12B-IT")  # one level deep
     assert find_models("quality", search).text_encoder == nested
-    import shutil
     shutil.rmtree(nested)
     res = find_models("quality", search)
     assert (res.text_encoder, res.text_encoder_form) == (single, "single_file")
