@@ -25,7 +25,7 @@ from .video_encode import write_mp4
 
 log = logging.getLogger("ltx_outpaint.cli")
 
-BACKENDS = ("auto", "preview", "fal")
+BACKENDS = ("auto", "preview", "fal", "local")
 
 
 def _bool(text: str) -> bool:
@@ -101,13 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input", help="Source video: a file path or an https URL (fetched with the safe downloader).")
     r.add_argument("-o", "--output", required=True, help="Output MP4 path (a .json sidecar is written beside it).")
     r.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto = fal when a fal key is configured (FAL_KEY or the pack's settings), else the "
-                        "free preview (no AI).")
+                   help="auto = local when every model file for --mode is found, else fal when a fal key is "
+                        "configured (FAL_KEY or the pack's settings), else the free preview (no AI).")
     r.add_argument("--fill", choices=("blur", "mirror"), default="blur", help="Preview backend fill style.")
     f = r.add_argument_group("fal backend (paid; key from FAL_KEY / FAL_KEY_ID+FAL_KEY_SECRET / settings)")
     f.add_argument("--max-cost-usd", type=float, default=0.0, help="Refuse to submit above this estimate.")
     f.add_argument("--deadline-s", type=float, default=3600.0, help="Cancel the fal job after this long.")
     f.add_argument("--no-sse", action="store_true", help="Poll fal's status instead of streaming it.")
+    lo = r.add_argument_group("local backend (LTX-2.3 on this machine's GPU via ltx-core; pip install .[local])")
+    lo.add_argument("--mode", choices=("quality", "fast"), default="quality",
+                    help="quality: dev checkpoint + distilled LoRA, res_2s, CFG when guidance_scale > 1; "
+                         "fast: distilled checkpoint, fixed 8-step schedule.")
+    lo.add_argument("--precision", choices=("auto", "bf16", "fp8"), default="auto",
+                    help="Transformer weights; auto = fp8 on GPUs under 60 GB or when only fp8 files exist.")
+    lo.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cuda:N or cpu.")
+    lo.add_argument("--models-dir", default=None,
+                    help="A ComfyUI-style models folder (checkpoints/, loras/, text_encoders/, "
+                         "latent_upscale_models/); default $LTX_OUTPAINT_MODELS_DIR.")
+    lo.add_argument("--model", action="append", default=[], metavar="ROLE=PATH",
+                    help="An explicit model file, e.g. dev=/x/ltx-2.3-22b-dev.safetensors; roles: dev, distilled, "
+                         "distilled_lora, ic_lora_outpaint, spatial_upsampler, text_encoder.")
+    lo.add_argument("--loras-dir", default=None, help="Where LoRAs given as URLs are cached.")
     c = r.add_argument_group("canvas placement (fal always centres)")
     c.add_argument("--anchor", choices=tuple(ANCHORS), default="center")
     c.add_argument("--offset-x", type=int, default=0, help="Pixels right of the anchored position.")
@@ -137,17 +151,57 @@ def _resolve_input(path_or_url: str) -> tuple[str, bool]:
     return path_or_url, False
 
 
+def _local_config(args: argparse.Namespace):
+    from .backends.local import LocalConfig
+    from .local_models import ModelSearch
+
+    search = ModelSearch.from_env()
+    if args.models_dir:
+        search = ModelSearch.from_models_dir(args.models_dir, "--models-dir").merge(search)
+    explicit = []
+    for item in args.model:
+        role, sep, path = item.partition("=")
+        if not sep or not path:
+            raise InputError("--model", f"expected ROLE=PATH, got {item!r}")
+        explicit.append((role.strip(), os.path.expanduser(path.strip())))
+    return LocalConfig(mode=args.mode, precision=args.precision, device=args.device, search=search,
+                       explicit=tuple(explicit), loras_dir=args.loras_dir)
+
+
+def _local_ready(config) -> bool:
+    """True when ltx-core is installed and every model file for the mode is found."""
+    import importlib.util
+
+    from .backends.local import prefer_fp8
+    from .local_models import MissingModelsError, find_models
+
+    if importlib.util.find_spec("ltx_core") is None:
+        return False
+    try:
+        find_models(config.mode, config.search, fp8=prefer_fp8(config.precision, config.device),
+                    explicit=dict(config.explicit))
+    except (MissingModelsError, InputError):
+        return False
+    return True
+
+
 def _backend_config(args: argparse.Namespace):
     from .backends.fal import FalConfig
     from .settings import find_fal_key
 
     kind = args.backend
     if kind == "auto":
+        local = _local_config(args)
+        if _local_ready(local):
+            log.info("LTX-2.3 model files found: using the local backend")
+            return local
         kind = "fal" if find_fal_key() is not None else "preview"
         if kind == "preview":
             log.warning("no remote or local backend is configured: using the free PREVIEW backend (no AI)")
         else:
             log.info("a fal key is configured: using the fal backend (paid)")
+    if kind == "local":
+        return _local_config(args)
     if kind == "fal":
         return FalConfig(max_cost_usd=args.max_cost_usd, deadline_s=args.deadline_s, use_sse=not args.no_sse,
                          output_dir=os.path.dirname(os.path.abspath(args.output)))

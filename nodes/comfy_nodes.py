@@ -485,6 +485,61 @@ class FalBackendNode(io.ComfyNode):
                                        use_sse=use_sse, output_dir=_fal_output_dir()))
 
 
+class LocalBackendNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LTXOutpaintLocalBackend",
+            display_name="Outpaint Backend: Local GPU (LTX-2.3)",
+            category=CATEGORY,
+            description="Run LTX-2.3 on this machine with Lightricks' ltx-core (pip install ltx-core "
+                        "ltx-pipelines). Model files are found in ComfyUI's model folders "
+                        "(checkpoints, loras, latent_upscale_models, text_encoders). No safety checker runs "
+                        "locally.",
+            inputs=[
+                io.Combo.Input("mode", options=["quality", "fast"], default="quality",
+                               tooltip="quality: dev checkpoint + distilled LoRA, res_2s sampler, "
+                                       "num_inference_steps, CFG when guidance_scale > 1. fast: distilled "
+                                       "checkpoint, fixed 8-step schedule, no CFG."),
+                io.Combo.Input("precision", options=["auto", "bf16", "fp8"], default="auto",
+                               tooltip="Transformer weights. fp8 halves their memory (fp8 checkpoint, or a "
+                                       "bf16 one cast while loading); auto = fp8 on GPUs under 60 GB."),
+                io.Boolean.Input("keep_loaded", default=False,
+                                 tooltip="Keep the weights in RAM and the last prompt encoding between runs "
+                                         "(faster reruns, uses CPU RAM)."),
+                io.String.Input("model_paths", default="", multiline=True, optional=True,
+                                tooltip="Optional explicit files, one ROLE=PATH per line (roles: dev, "
+                                        "distilled, distilled_lora, ic_lora_outpaint, spatial_upsampler, "
+                                        "text_encoder)."),
+            ],
+            outputs=[BACKEND.Output(display_name="backend", tooltip="Connect to the outpaint node.")],
+        )
+
+    @classmethod
+    def execute(cls, mode, precision, keep_loaded, model_paths="") -> io.NodeOutput:
+        from .backends.local import LocalConfig
+        from .local_models import ModelSearch
+
+        explicit = []
+        for line in (model_paths or "").splitlines():
+            if line.strip():
+                role, sep, path = line.partition("=")
+                if not sep or not path.strip():
+                    raise InputError("model_paths", f"expected ROLE=PATH, got {line.strip()!r}")
+                explicit.append((role.strip(), os.path.expanduser(path.strip())))
+        search = ModelSearch.from_lookup(folder_paths.get_folder_paths).merge(ModelSearch.from_env())
+        return io.NodeOutput(LocalConfig(mode=mode, precision=precision, keep_loaded=keep_loaded, search=search,
+                                         explicit=tuple(explicit), free_memory=_free_comfy_models))
+
+
+def _free_comfy_models() -> None:
+    """Unload ComfyUI's own models before the local backend loads LTX-2.3."""
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    comfy.model_management.soft_empty_cache()
+
+
 def _fal_output_dir() -> str:
     return os.path.join(folder_paths.get_output_directory(), "ltx-outpaint", "fal")
 
@@ -547,7 +602,8 @@ def register_routes() -> None:
         return web.json_response({"configured": key is not None, "masked": key.masked() if key else None})
 
 
-NODES = [LoadVideo, OutpaintCanvas, LoraStack, PreviewBackendNode, FalBackendNode, Outpaint, FalRecover, SaveMP4]
+NODES = [LoadVideo, OutpaintCanvas, LoraStack, PreviewBackendNode, FalBackendNode, LocalBackendNode, Outpaint,
+         FalRecover, SaveMP4]
 
 
 class OutpaintExtension(ComfyExtension):

@@ -55,3 +55,6 @@ def comfyui(comfyui_server, comfyui_pack_loaded):
     entry (PromptRejected with node_errors on HTTP 400), interrupt(), log_text().
     """
     return comfyui_server
+
+
+from tiny_ltx import tiny_models  # noqa: E402,F401  (session fixture: tiny random-weight LTX-2.3 models)

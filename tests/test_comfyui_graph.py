@@ -14,7 +14,7 @@ from ltx_outpaint.video_decode import decode_video
 pytestmark = pytest.mark.comfyui
 
 OUR_NODES = ["LTXOutpaintLoadVideo", "LTXOutpaintCanvas", "LTXOutpaintLoraStack", "LTXOutpaintPreviewBackend",
-             "LTXOutpaintFalBackend", "LTXOutpaintFalRecover",
+             "LTXOutpaintFalBackend", "LTXOutpaintLocalBackend", "LTXOutpaintFalRecover",
              "LTXOutpaint", "LTXOutpaintSaveMP4"]
 
 

@@ -83,7 +83,7 @@ class PreviewConfig:
 
 
 #: Backends shipped with the pack (module name = kind), imported on first use.
-BUILTIN = ("preview", "fal")
+BUILTIN = ("preview", "fal", "local")
 #: kind -> factory(config) -> Backend; each backend module registers itself here.
 _FACTORIES: dict[str, Callable[[object], Backend]] = {}
 

@@ -1,0 +1,156 @@
+"""Where ltx-core 1.0.0 needs help: Gemma under transformers 5.x, machines without CUDA, meta tensors.
+
+- ltx-core builds Gemma on the meta device from a hard-coded 12B config and fills it with raw
+  checkpoint keys, then patches buffers by their transformers-4.x names (``rope_scaling``,
+  ``vision_tower.vision_model``, ``rotary_emb_local``), which transformers 5.x renamed. We load Gemma
+  with transformers' own ``from_pretrained`` instead (it maps checkpoint keys for the installed
+  version, 4.5x and 5.x alike, and reads the folder's ``config.json``), then wrap it in ltx-core's
+  ``GemmaTextEncoder`` with ltx-core's tokenizer wrapper, so encoding and prompt enhancement are
+  ltx-core's own code.
+- The embeddings processor's feature extractor takes its input width from that hard-coded config too;
+  we size it from the Gemma folder's config (identical for the real 12B model).
+- ltx-pipelines calls ``torch.cuda.synchronize()`` unconditionally; :func:`cleanup_memory` only
+  touches CUDA when the run is on a CUDA device.
+- A missing checkpoint key leaves a parameter on the ``meta`` device without an error;
+  :func:`assert_no_meta` turns that into one.
+
+Imported only when a local run starts.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def cleanup_memory(device: torch.device | str) -> None:
+    gc.collect()
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+def assert_no_meta(module: torch.nn.Module, what: str) -> None:
+    """Raise if any parameter or buffer of `module` was never loaded (still on the meta device)."""
+    missing = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise RuntimeError(f"{what}: {len(missing)} weights were not found in the model file ({shown}); "
+                           "the file is incomplete or not an LTX-2.3 model")
+
+
+def _find(root: str, name: str) -> str:
+    for dirpath, _dirs, files in os.walk(root):
+        if name in files:
+            return dirpath
+    raise FileNotFoundError(f"text_encoder: {name} not found under {root}; it must be a complete Hugging Face "
+                            "Gemma 3 folder (config.json, tokenizer.model, preprocessor_config.json, weights)")
+
+
+def gemma_folder(path: str) -> str:
+    """The folder holding Gemma's config.json (the text_encoder path may be a parent of it)."""
+    if os.path.isfile(path):
+        raise ValueError(f"text_encoder: {os.path.basename(path)} is a single-file Gemma (ComfyUI format); "
+                         "ltx-core needs the Hugging Face folder: download google/gemma-3-12b-it-qat-q4_0-"
+                         "unquantized (or google/gemma-3-12b-it) into models/text_encoders/<name containing "
+                         "'gemma'>/")
+    return _find(path, "config.json")
+
+
+def load_text_encoder(path: str, device: torch.device | str, dtype: torch.dtype = torch.bfloat16):
+    """ltx-core's ``GemmaTextEncoder`` around a Gemma 3 loaded by transformers (4.5x or 5.x)."""
+    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder
+    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
+    from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration, Gemma3Processor
+
+    folder = gemma_folder(path)
+    device = torch.device(device)
+    kwargs = {"dtype": dtype} if _transformers_major() >= 5 else {"torch_dtype": dtype}
+    model = Gemma3ForConditionalGeneration.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=True,
+                                                           device_map={"": str(device)}, **kwargs)
+    model.eval()
+    tokenizer = LTXVGemmaTokenizer(_find(path, "tokenizer.model"), 1024)
+    image_processor = AutoImageProcessor.from_pretrained(_find(path, "preprocessor_config.json"),
+                                                         local_files_only=True)
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer.tokenizer)
+    encoder = GemmaTextEncoder(model=model, tokenizer=tokenizer, processor=processor, dtype=dtype)
+    assert_no_meta(encoder, "text_encoder")
+    return encoder
+
+
+def gemma_text_dims(path: str) -> tuple[int, int]:
+    """(hidden size, hidden-state count = layers + 1) of the Gemma folder's language model."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(gemma_folder(path), local_files_only=True)
+    text = getattr(config, "text_config", config)
+    return int(text.hidden_size), int(text.num_hidden_layers) + 1
+
+
+def load_embeddings_processor(checkpoint: str, gemma_path: str, device: torch.device | str,
+                              dtype: torch.dtype = torch.bfloat16, registry=None):
+    """ltx-core's EmbeddingsProcessor (feature extractor + connectors) sized for this Gemma."""
+    from ltx_core.loader import DummyRegistry, SingleGPUModelBuilder
+    from ltx_core.text_encoders.gemma import EMBEDDINGS_PROCESSOR_KEY_OPS, EmbeddingsProcessor
+    from ltx_core.text_encoders.gemma.embeddings_connector import (AudioEmbeddings1DConnectorConfigurator,
+                                                                   Embeddings1DConnectorConfigurator)
+    from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1, FeatureExtractorV2
+
+    hidden, states = gemma_text_dims(gemma_path)
+
+    class Configurator:  # ltx-core's EmbeddingsProcessorConfigurator, with the Gemma dims from the folder
+        @classmethod
+        def from_config(cls, config: dict) -> EmbeddingsProcessor:
+            tc = config.get("transformer", {})
+            flat = hidden * states
+            if tc.get("caption_proj_before_connector", False):
+                extractor = FeatureExtractorV2(
+                    video_aggregate_embed=torch.nn.Linear(flat, tc["num_attention_heads"] * tc["attention_head_dim"]),
+                    embedding_dim=hidden,
+                    audio_aggregate_embed=torch.nn.Linear(
+                        flat, tc["audio_num_attention_heads"] * tc["audio_attention_head_dim"]))
+            else:
+                extractor = FeatureExtractorV1(aggregate_embed=torch.nn.Linear(flat, hidden, bias=False), is_av=True)
+            return EmbeddingsProcessor(video_connector=Embeddings1DConnectorConfigurator.from_config(config),
+                                       audio_connector=AudioEmbeddings1DConnectorConfigurator.from_config(config),
+                                       feature_extractor=extractor)
+
+    builder = SingleGPUModelBuilder(model_path=checkpoint, model_class_configurator=Configurator,
+                                    model_sd_ops=EMBEDDINGS_PROCESSOR_KEY_OPS, registry=registry or DummyRegistry())
+    model = builder.build(device=torch.device(device), dtype=dtype).to(device).eval()
+    assert_no_meta(model, "embeddings processor")
+    return model
+
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+def enhance_prompt(encoder, prompt: str, image: torch.Tensor | None, seed: int, max_new_tokens: int = 512) -> str:
+    """Gemma's prompt enhancement as ltx-core's ``GemmaTextEncoder.enhance_i2v`` / ``enhance_t2v`` do it,
+    without their ``fork_rng(devices=[model.device])``, which calls into CUDA even for a CPU model."""
+    from ltx_core.text_encoders.gemma.encoders.base_encoder import _pad_inputs_for_attention_alignment
+
+    if image is not None:
+        content = [{"type": "image"}, {"type": "text", "text": f"User Raw Input Prompt: {prompt}."}]
+        system = encoder.default_gemma_i2v_system_prompt
+    else:
+        content, system = f"user prompt: {prompt}", encoder.default_gemma_t2v_system_prompt
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
+    processor, model = encoder.processor, encoder.model
+    text = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = processor(text=text, images=image, return_tensors="pt").to(model.device)
+    pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else 0
+    inputs = _pad_inputs_for_attention_alignment(inputs, pad_token_id=pad)
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.inference_mode(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.7)
+    return processor.tokenizer.decode(out[0][inputs.input_ids.shape[1]:], skip_special_tokens=True)

@@ -1,0 +1,230 @@
+"""The local backend end to end on CPU: real ltx-core pipeline, tiny random-weight LTX-2.3 models.
+
+The models are built at test time by tests/tiny_ltx.py with ltx-core's own configurators (same
+architecture as LTX-2.3, 2 layers); nothing is mocked.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from clips import clip
+from ltx_outpaint.backends import Interrupted, Progress, run_outpaint
+from ltx_outpaint.backends.local import SAFETY_NOTE, LocalConfig
+from ltx_outpaint.canvas import LTX_SNAP, CanvasSpec, composite, layout_canvas
+from ltx_outpaint.local_models import ModelSearch
+from ltx_outpaint.request import ImageSize, LoraSpec, OutpaintRequest
+from ltx_outpaint.video_decode import DecodeOptions, decode_video
+
+W, H, FRAMES, FPS = 192, 128, 9, 8.0
+BAND = 16  # the pipeline's seam band at full size
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = clip("local_src.mp4", width=64, height=96, frames=12, fps=8)
+    return decode_video(path, DecodeOptions())
+
+
+def _request(**kw):
+    base = dict(prompt="a wide meadow", resolution=ImageSize(W, H), source_scale=0.75, num_frames=FRAMES,
+                frames_per_second=FPS, num_inference_steps=8, seed=7, enable_prompt_expansion=False)
+    base.update(kw)
+    return OutpaintRequest(**base).validate()
+
+
+def _config(tiny_models, **kw):
+    return LocalConfig(search=ModelSearch.from_models_dir(tiny_models.root), device="cpu", **kw)
+
+
+def _run(tiny_models, source, progress=None, config=None, **kw):
+    req = _request(**kw)
+    canvas = CanvasSpec(req.resolution, req.source_scale)
+    return run_outpaint(req, source, canvas, config or _config(tiny_models), progress or Progress())
+
+
+def test_outputs_have_canvas_frames_fps_audio_and_keep_the_source(tiny_models, source):
+    result = _run(tiny_models, source)
+    assert result.backend == "local"
+    assert tuple(result.frames.shape) == (FRAMES, H, W, 3)
+    assert result.frames.dtype == torch.float32 and 0 <= float(result.frames.min()) and float(result.frames.max()) <= 1
+    assert result.fps == FPS and result.seed == 7
+    assert result.audio is not None and abs(result.audio.duration - FRAMES / FPS) < 1e-3
+    assert SAFETY_NOTE in result.notes
+    assert any(n.startswith("peak RAM") for n in result.notes)
+    # The source region (inside the seam band) is the source, exactly: the pyramid blend's paste-back.
+    lay = layout_canvas(CanvasSpec(ImageSize(W, H), 0.75), source.width, source.height, LTX_SNAP)
+    s = lay.source
+    from ltx_outpaint.backends.preview import source_indices
+
+    expected = composite(source.frames[source_indices(source.num_frames, source.fps, FRAMES, FPS)], lay)
+    inner = (slice(None), slice(s.y + BAND, s.y + s.height - BAND), slice(s.x + BAND, s.x + s.width - BAND))
+    assert result.frames[inner].numel() > 0
+    assert torch.equal(result.frames[inner], expected[inner])
+    # Across the whole source rectangle (seam band included) the output stays close to the source.
+    rect = (slice(None), slice(s.y, s.y + s.height), slice(s.x, s.x + s.width))
+    assert float((result.frames[rect] - expected[rect]).abs().mean()) < 0.15
+    # No flat green fill left in the generated area.
+    outside = result.frames[:, :, : s.x]
+    green = (outside[..., 1] > 0.95) & (outside[..., 0] < 0.05) & (outside[..., 2] < 0.05)
+    assert float(green.float().mean()) < 0.5
+
+
+def test_same_seed_repeats_and_other_seed_changes_the_generated_area(tiny_models, source):
+    a = _run(tiny_models, source, seed=3)
+    b = _run(tiny_models, source, seed=3)
+    c = _run(tiny_models, source, seed=4)
+    lay = layout_canvas(CanvasSpec(ImageSize(W, H), 0.75), source.width, source.height, LTX_SNAP)
+    gen = (slice(None), slice(None), slice(0, lay.source.x))  # left of the source: generated
+    assert torch.equal(a.frames, b.frames)
+    assert not torch.equal(a.frames[gen], c.frames[gen])
+    assert float((a.frames[gen] - c.frames[gen]).abs().mean()) > 1e-3
+
+
+def test_fast_mode_and_generate_audio_off(tiny_models, source):
+    result = _run(tiny_models, source, config=_config(tiny_models, mode="fast"), generate_audio=False,
+                  guidance_scale=3.0, enable_safety_checker=False)
+    assert tuple(result.frames.shape) == (FRAMES, H, W, 3)
+    assert result.audio is None
+    assert any("fast mode" in n for n in result.notes)
+    assert SAFETY_NOTE not in result.notes
+
+
+def test_cfg_quality_run_and_prompt_expansion(tiny_models, source):
+    result = _run(tiny_models, source, guidance_scale=2.5, enable_prompt_expansion=True)
+    assert tuple(result.frames.shape) == (FRAMES, H, W, 3)
+    # Gemma rewrote the prompt (the tiny random Gemma writes gibberish, but it is its own text)
+    assert isinstance(result.prompt, str) and result.prompt and result.prompt != "a wide meadow"
+    assert not any("expansion failed" in n for n in result.notes)
+
+
+def test_source_without_audio_gets_generated_audio(tiny_models, tmp_path):
+    silent = decode_video(clip("local_noaudio.mp4", width=64, height=96, frames=12, fps=8, audio_layout=None),
+                          DecodeOptions())
+    assert silent.audio is None or silent.audio.silent
+    result = _run(tiny_models, silent)
+    assert result.audio is not None and not result.audio.silent
+    assert abs(result.audio.duration - FRAMES / FPS) < 1e-3
+    assert any("generated" in n for n in result.notes)
+
+
+class StopAfter(Progress):
+    """Asks to stop once `n` progress reports of transformer steps have arrived."""
+
+    def __init__(self, n):
+        self.n, self.steps, self.stop = n, 0, False
+        self.after_stop = 0
+
+    def report(self, done, total, text=None):
+        if text and "step" in text:
+            self.steps += 1
+            if self.stop:
+                self.after_stop += 1
+            if self.steps >= self.n:
+                self.stop = True
+
+    def interrupted(self):
+        return self.stop
+
+
+def test_interrupt_in_stage_1_stops_within_one_step_and_frees_models(tiny_models, source):
+    from ltx_outpaint.local_models import find_models
+    from ltx_outpaint.local_pipeline import OutpaintInputs, OutpaintPipeline, PipelineConfig
+
+    models = find_models("quality", ModelSearch.from_models_dir(tiny_models.root))
+    pipeline = OutpaintPipeline(PipelineConfig(models, device="cpu"))
+    lay = layout_canvas(CanvasSpec(ImageSize(W, H), 0.75), source.width, source.height, LTX_SNAP)
+    frames = composite(source.frames[:FRAMES], lay)
+    progress = StopAfter(2)
+    with pytest.raises(Interrupted):
+        pipeline.run(OutpaintInputs(frames, lay.source, FPS, "x", seed=1, num_inference_steps=8), progress)
+    assert progress.steps == 2 and progress.after_stop == 0  # no step ran after the request
+    assert pipeline.live_models() == []
+
+
+@pytest.mark.parametrize("target", ["video", "audio", "both"])
+def test_lora_targets_change_only_their_weights(tiny_models, target):
+    from ltx_core.loader import LoraPathStrengthAndSDOps
+    from ltx_pipelines.utils.model_ledger import ModelLedger
+
+    from ltx_outpaint.lora_targets import lora_sd_ops, stream_of
+
+    def transformer(loras=()):
+        ledger = ModelLedger(dtype=torch.bfloat16, device=torch.device("cpu"), checkpoint_path=tiny_models.dev,
+                             loras=tuple(loras))
+        return {k: v.clone() for k, v in ledger.transformer().state_dict().items()}
+
+    base = transformer()
+    lora = tiny_models.user_lora
+    fused = transformer([LoraPathStrengthAndSDOps(lora, 1.0, lora_sd_ops(lora, target))])
+    changed = {k for k in base if not torch.equal(base[k], fused[k])}
+    assert changed, "the LoRA changed nothing"
+    streams = {stream_of(k.removeprefix("velocity_model.")) for k in changed}
+    if target == "both":
+        assert streams == {"video", "audio", "cross"}
+    else:
+        assert streams == {target}
+    zero = transformer([LoraPathStrengthAndSDOps(lora, 0.0, lora_sd_ops(lora, target))])
+    assert all(torch.equal(base[k], zero[k]) for k in base)
+
+
+def test_cli_local_backend(tiny_models, tmp_path):
+    src = clip("local_cli.mp4", width=64, height=96, frames=12, fps=8)
+    out = tmp_path / "wide.mp4"
+    env = dict(os.environ, LTX_OUTPAINT_CONFIG_DIR=str(tmp_path / "cfg"))
+    env.pop("FAL_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltx_outpaint.cli", "run", src, "-o", str(out), "--backend", "local",
+         "--models-dir", tiny_models.root, "--device", "cpu", "--resolution", f"{W}x{H}",
+         "--num-frames", str(FRAMES), "--frames-per-second", str(FPS), "--num-inference-steps", "8",
+         "--seed", "5", "--enable-prompt-expansion", "false", "--prompt", "a wide meadow"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = decode_video(str(out), DecodeOptions())
+    assert (got.width, got.height, got.num_frames) == (W, H, FRAMES)
+    assert abs(got.fps - FPS) < 1e-6
+    assert got.audio is not None and not got.audio.silent
+    side = json.loads((tmp_path / "wide.mp4.json").read_text())
+    assert side["backend"] == "local" and side["seed"] == 5
+
+
+def test_cli_missing_models_names_them(tmp_path):
+    src = clip("local_cli.mp4", width=64, height=96, frames=12, fps=8)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltx_outpaint.cli", "run", src, "-o", str(tmp_path / "x.mp4"), "--backend", "local",
+         "--models-dir", str(tmp_path), "--prompt", "x"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "ltx-2.3-22b-dev" in proc.stderr and "ltx-2.3-22b-ic-lora-in-outpainting" in proc.stderr
+    assert "huggingface.co" in proc.stderr
+
+
+@pytest.mark.comfyui
+def test_comfyui_graph_with_local_backend(comfyui, tiny_models):
+    from test_comfyui_graph import graph, put_input, saved_files
+
+    for kind in ("checkpoints", "loras", "latent_upscale_models", "text_encoders"):
+        src_dir = os.path.join(tiny_models.root, kind)
+        dst_dir = os.path.join(comfyui.base_dir, "models", kind)
+        os.makedirs(dst_dir, exist_ok=True)
+        for name in os.listdir(src_dir):
+            if not os.path.exists(os.path.join(dst_dir, name)):
+                os.symlink(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+    name = put_input(comfyui, clip("local_graph.mp4", width=64, height=96, frames=12, fps=8), "local_src.mp4")
+    g = graph(name, width=W, height=H, num_frames=FRAMES, fps=FPS, prefix="itest/local")
+    g["4"] = {"class_type": "LTXOutpaintLocalBackend", "inputs": {
+        "mode": "quality", "precision": "auto", "keep_loaded": False, "model_paths": ""}}
+    g["3"]["inputs"].update({"lora": "none", "path_or_url": tiny_models.user_lora, "scale": 0.5})
+    g["5"]["inputs"].update({"num_inference_steps": 8, "enable_prompt_expansion": False})
+    entry = comfyui.run(g, timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    saved = saved_files(entry)[0]
+    got = decode_video(os.path.join(comfyui.output_dir, saved["subfolder"], saved["filename"]), DecodeOptions())
+    assert (got.width, got.height, got.num_frames) == (W, H, FRAMES)
+    assert abs(got.fps - FPS) < 1e-6 and got.audio is not None and not got.audio.silent
+    text = json.dumps(entry["outputs"]["5"])
+    assert "local" in text and "peak" in text
