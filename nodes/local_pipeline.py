@@ -206,6 +206,9 @@ class OutpaintPipeline:
         log.debug("loaded %s", name)
         return model
 
+    def _load(self, ledger, name: str, what: str | None = None):
+        return self._track(what or name, self.compat.ledger_model(ledger, name, what))
+
     def _free(self) -> None:
         self.compat.cleanup_memory(self.device)
 
@@ -294,7 +297,7 @@ class OutpaintPipeline:
         if (h // 2) % (32 * factor) or (w // 2) % (32 * factor):
             raise ValueError(f"resolution: {w}x{h} cannot use the IC-LoRA's reference_downscale_factor "
                              f"{factor}; sides must be multiples of {64 * factor}")
-        encoder = self._track("video_encoder", ledger.video_encoder())
+        encoder = self._load(ledger, "video_encoder")
         ref = _to_model_video(inputs.composite, h // 2 // factor, w // 2 // factor, self.device, self.dtype)
         ref_latent = encoder(ref)
         del ref, encoder
@@ -329,10 +332,10 @@ class OutpaintPipeline:
                          inputs.source_rect.width // 2, inputs.source_rect.height // 2)
         blend_frames(half, half_composite, half_rect, max(1, self.config.blend_band // 2))
         del half_composite
-        encoder = self._track("video_encoder", ledger.video_encoder())
+        encoder = self._load(ledger, "video_encoder")
         latent = encoder(_to_model_video(half, h // 2, w // 2, self.device, self.dtype))
         del half
-        upsampler = self._track("spatial_upsampler", ledger.spatial_upsampler())
+        upsampler = self._load(ledger, "spatial_upsampler")
         upscaled = upsample_video(latent=latent, video_encoder=encoder, upsampler=upsampler)
         del encoder, upsampler, latent, video_latent
         self._free()
@@ -428,7 +431,7 @@ class OutpaintPipeline:
         from ltx_core.model.audio_vae import encode_audio
         from ltx_core.types import Audio as LtxAudio
 
-        encoder = self._track("audio_encoder", ledger.audio_encoder())
+        encoder = self._load(ledger, "audio_encoder")
         wave = audio.waveform
         channels = int(getattr(encoder, "in_channels", 2))
         if wave.shape[0] < channels:
@@ -453,7 +456,7 @@ class OutpaintPipeline:
         from ltx_pipelines.utils.samplers import euler_denoising_loop, res2s_audio_video_denoising_loop
 
         v_ctx, a_ctx, v_neg, a_neg = contexts
-        transformer = self._track(f"transformer (stage {stage})", ledger.transformer())
+        transformer = self._load(ledger, "transformer", f"transformer (stage {stage})")
         if stage == 2:
             sigmas = torch.tensor(STAGE_2_DISTILLED_SIGMA_VALUES, dtype=torch.float32, device=self.device)
         elif self.mode == "fast":
@@ -503,7 +506,7 @@ class OutpaintPipeline:
     def _decode_video(self, ledger, latent: torch.Tensor, generator, tiled: bool) -> torch.Tensor:
         from ltx_core.model.video_vae import TilingConfig, decode_video
 
-        decoder = self._track("video_decoder", ledger.video_decoder())
+        decoder = self._load(ledger, "video_decoder")
         chunks = [c.to("cpu") for c in decode_video(latent, decoder, TilingConfig.default() if tiled else None,
                                                     generator)]
         del decoder
@@ -516,8 +519,8 @@ class OutpaintPipeline:
 
         # Audio decoder and vocoder in float32: ltx-core 1.0.0 runs them in bf16, which later upstream
         # versions dropped for audio quality (and oneDNN has no bf16 transposed-conv kernel for some shapes).
-        decoder = self._track("audio_decoder", ledger.audio_decoder().float())
-        vocoder = self._track("vocoder", ledger.vocoder().float())
+        decoder = self._load(ledger, "audio_decoder").float()
+        vocoder = self._load(ledger, "vocoder").float()
         out = decode_audio(latent.float(), decoder, vocoder)
         del decoder, vocoder
         self._free()

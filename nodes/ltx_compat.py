@@ -154,3 +154,26 @@ def enhance_prompt(encoder, prompt: str, image: torch.Tensor | None, seed: int, 
         torch.manual_seed(seed)
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.7)
     return processor.tokenizer.decode(out[0][inputs.input_ids.shape[1]:], skip_special_tokens=True)
+
+
+LEDGER_BUILDERS = {"transformer": "transformer_builder", "video_encoder": "vae_encoder_builder",
+                   "video_decoder": "vae_decoder_builder", "audio_encoder": "audio_encoder_builder",
+                   "audio_decoder": "audio_decoder_builder", "vocoder": "vocoder_builder",
+                   "spatial_upsampler": "upsampler_builder"}
+
+
+def ledger_model(ledger, name: str, what: str | None = None):
+    """``getattr(ledger, name)()`` with missing weights reported by name. ltx-core's ledger moves a
+    half-loaded model with ``.to(device)``, which fails with torch's "Cannot copy out of meta tensor";
+    then the model is built again without moving it, to say which weights the file lacks."""
+    what = what or name
+    try:
+        model = getattr(ledger, name)()
+    except (NotImplementedError, RuntimeError) as exc:
+        builder = getattr(ledger, LEDGER_BUILDERS.get(name, ""), None)
+        if "meta tensor" not in str(exc) or builder is None:
+            raise
+        assert_no_meta(builder.build(device=torch.device("cpu")), what)
+        raise
+    assert_no_meta(model, what)
+    return model
