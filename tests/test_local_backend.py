@@ -228,3 +228,76 @@ def test_comfyui_graph_with_local_backend(comfyui, tiny_models):
     assert abs(got.fps - FPS) < 1e-6 and got.audio is not None and not got.audio.silent
     text = json.dumps(entry["outputs"]["5"])
     assert "local" in text and "peak" in text
+
+
+@pytest.fixture
+def lora_server(tiny_models, monkeypatch):
+    """Serves the tiny user LoRA (and a pickle named .safetensors) on 127.0.0.1; counts requests."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    with open(tiny_models.user_lora, "rb") as f:
+        bodies = {"/style.safetensors": f.read(), "/evil.safetensors": b"\x80\x04\x95pickle-not-safetensors"}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.server.requests.append(self.path)
+            body = bodies.get(self.path, b"")
+            self.send_response(200 if self.path in bodies else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.requests = []
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    monkeypatch.setenv("LTX_OUTPAINT_ALLOW_PRIVATE_HOSTS", "1")  # the user's opt-in for a LAN/loopback server
+    monkeypatch.setenv("LTX_OUTPAINT_ALLOW_HTTP", "1")
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_lora_from_url_is_cached_and_a_bad_body_refused(tiny_models, source, lora_server, tmp_path):
+    from ltx_outpaint.errors import InputError
+
+    loras_dir = str(tmp_path / "loras")
+    config = _config(tiny_models, loras_dir=loras_dir)
+    spec = LoraSpec(lora_server.url + "/style.safetensors", 0.7, "video")
+    first = _run(tiny_models, source, config=config, loras=(spec,))
+    assert lora_server.requests == ["/style.safetensors"]
+    cached = os.listdir(os.path.join(loras_dir, "ltx-outpaint-url-cache"))
+    assert any(n.endswith(".safetensors") for n in cached)
+    second = _run(tiny_models, source, config=config, loras=(spec,))
+    assert lora_server.requests == ["/style.safetensors"]  # no second request: the cache was used
+    assert torch.equal(first.frames, second.frames)
+    plain = _run(tiny_models, source, config=config)
+    assert not torch.equal(first.frames, plain.frames)  # the LoRA was applied
+    with pytest.raises(InputError, match="lora.*not a valid safetensors"):
+        _run(tiny_models, source, config=config, loras=(LoraSpec(lora_server.url + "/evil.safetensors", 1.0),))
+    assert not any("evil" in n for n in os.listdir(os.path.join(loras_dir, "ltx-outpaint-url-cache")))
+
+
+def test_fp8_weights_and_keep_loaded(tiny_models, source, caplog):
+    import logging
+
+    from ltx_outpaint.local_pipeline import release_kept_models
+
+    fp8 = _run(tiny_models, source, config=_config(tiny_models, precision="fp8"))
+    assert tuple(fp8.frames.shape) == (FRAMES, H, W, 3) and torch.isfinite(fp8.frames).all()
+    assert any("fp8" in n for n in fp8.notes)
+    try:
+        kept = _config(tiny_models, keep_loaded=True)
+        a = _run(tiny_models, source, config=kept)
+        with caplog.at_level(logging.INFO, logger="ltx_outpaint"):
+            b = _run(tiny_models, source, config=kept)
+        assert "prompt encoding reused (keep_loaded)" in caplog.text
+        assert torch.equal(a.frames, b.frames)
+    finally:
+        release_kept_models()
