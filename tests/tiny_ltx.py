@@ -99,10 +99,10 @@ class TinyModels:
     user_lora: str
 
 
-def _init_(module: torch.nn.Module, seed: int) -> None:
+def _init_(module: torch.nn.Module, seed: int, device: str = "cpu") -> None:
     """Random weights for a model built on the meta device (norm scales 1, VAE statistics mean 0 / std 1)."""
-    g = torch.Generator().manual_seed(seed)
-    module.to_empty(device="cpu")
+    g = torch.Generator(device=device).manual_seed(seed)
+    module.to_empty(device=device)
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
         with torch.no_grad():
             if "std-of-means" in name or re.search(r"(^|\.)(norm\w*|scale)\.weight$", name) and t.dim() == 1:
@@ -110,28 +110,35 @@ def _init_(module: torch.nn.Module, seed: int) -> None:
             elif "mean-of-means" in name:
                 t.copy_(torch.zeros_like(t))
             elif t.is_floating_point():
-                t.copy_(torch.randn(t.shape, generator=g) * (0.02 if t.dim() > 1 else 0.01))
+                t.copy_(torch.randn(t.shape, generator=g, device=device) * (0.02 if t.dim() > 1 else 0.01))
             else:
                 t.zero_()
 
 
-def _state(configurator, config: dict, seed: int, prefix: str) -> dict[str, torch.Tensor]:
+def _state(configurator, config: dict, seed: int, prefix: str, device: str = "cpu") -> dict[str, torch.Tensor]:
     with torch.device("meta"):
         model = configurator.from_config(config)
-    _init_(model, seed)
-    return {prefix + k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
+    _init_(model, seed, device)
+    out = {prefix + k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in model.state_dict().items()}
+    del model
+    return out
 
 
-def _checkpoint(path: str, seed: int) -> None:
+def write_checkpoint(path: str, seed: int, config: dict | None = None, gemma_text: dict | None = None,
+                     device: str = "cpu") -> None:
+    """An LTX-2.3-layout single-file checkpoint with random weights (`config`: transformer / vae /
+    audio_vae / vocoder sections, default the tiny one; `gemma_text` sizes the text projection)."""
     from ltx_core.model.audio_vae import AudioDecoderConfigurator, AudioEncoderConfigurator, VocoderConfigurator
     from ltx_core.model.transformer import LTXModelConfigurator
     from ltx_core.model.video_vae import VideoDecoderConfigurator, VideoEncoderConfigurator
     from ltx_core.text_encoders.gemma.embeddings_connector import (AudioEmbeddings1DConnectorConfigurator,
                                                                    Embeddings1DConnectorConfigurator)
 
-    config = {"transformer": TRANSFORMER, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
+    config = config or {"transformer": TRANSFORMER, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
+    gemma_text = gemma_text or GEMMA_TEXT
+    tc = config["transformer"]
     sd: dict[str, torch.Tensor] = {}
-    sd.update(_state(LTXModelConfigurator, config, seed, "model.diffusion_model."))
+    sd.update(_state(LTXModelConfigurator, config, seed, "model.diffusion_model.", device))
     sd.update(_state(VideoEncoderConfigurator, config, seed + 1, "vae.encoder."))
     dec = _state(VideoDecoderConfigurator, config, seed + 2, "vae.decoder.")
     sd.update({k: v for k, v in dec.items() if "per_channel_statistics" not in k})
@@ -148,21 +155,25 @@ def _checkpoint(path: str, seed: int) -> None:
     sd.update(_state(AudioEmbeddings1DConnectorConfigurator, config, seed + 7,
                      "model.diffusion_model.audio_embeddings_connector."))
     g = torch.Generator().manual_seed(seed + 8)
-    flat = GEMMA_TEXT["hidden_size"] * (GEMMA_TEXT["num_hidden_layers"] + 1)
-    for name in ("video_aggregate_embed", "audio_aggregate_embed"):
-        sd[f"text_embedding_projection.{name}.weight"] = (torch.randn(INNER, flat, generator=g) * 0.05).to(torch.bfloat16)
-        sd[f"text_embedding_projection.{name}.bias"] = torch.zeros(INNER, dtype=torch.bfloat16)
+    flat = gemma_text["hidden_size"] * (gemma_text["num_hidden_layers"] + 1)
+    widths = {"video_aggregate_embed": tc["num_attention_heads"] * tc["attention_head_dim"],
+              "audio_aggregate_embed": tc["audio_num_attention_heads"] * tc["audio_attention_head_dim"]}
+    for name, width in widths.items():
+        sd[f"text_embedding_projection.{name}.weight"] = (torch.randn(width, flat, generator=g) * 0.05).to(torch.bfloat16)
+        sd[f"text_embedding_projection.{name}.bias"] = torch.zeros(width, dtype=torch.bfloat16)
     save_file(sd, path, metadata={"config": json.dumps(config), "model_version": "2.3.0"})
 
 
-def _upsampler(path: str) -> None:
+def write_upsampler(path: str, config: dict | None = None) -> None:
     from ltx_core.model.upsampler import LatentUpsamplerConfigurator
 
-    sd = _state(LatentUpsamplerConfigurator, UPSAMPLER, 11, "")
-    save_file(sd, path, metadata={"config": json.dumps(UPSAMPLER)})
+    config = config or UPSAMPLER
+    sd = _state(LatentUpsamplerConfigurator, config, 11, "")
+    save_file(sd, path, metadata={"config": json.dumps(config)})
 
 
-def _lora(path: str, base: str, seed: int, keep, rank: int = 4, metadata: dict | None = None) -> None:
+
+def write_lora(path: str, base: str, seed: int, keep, rank: int = 4, metadata: dict | None = None) -> None:
     """A LoRA over every 2-D linear weight of the base transformer that `keep(key)` accepts."""
     from safetensors import safe_open
 
@@ -181,7 +192,7 @@ def _lora(path: str, base: str, seed: int, keep, rank: int = 4, metadata: dict |
     save_file(sd, path, metadata=metadata or {})
 
 
-def _gemma(folder: str) -> None:
+def write_gemma(folder: str) -> None:
     import sentencepiece as spm
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
@@ -266,14 +277,14 @@ def build_tiny_models(root: str) -> TinyModels:
         ic_lora=os.path.join(dirs["loras"], "ltx-2.3-22b-ic-lora-in-outpainting-0.9.safetensors"),
         user_lora=os.path.join(dirs["loras"], "user-av-lora.safetensors"),
     )
-    _checkpoint(m.dev, 1)
-    _checkpoint(m.distilled, 100)
-    _upsampler(m.upsampler)
-    _gemma(m.gemma)
+    write_checkpoint(m.dev, 1)
+    write_checkpoint(m.distilled, 100)
+    write_upsampler(m.upsampler)
+    write_gemma(m.gemma)
     video_only = lambda k: stream_of(k.removeprefix("model.")) == "video"  # noqa: E731
-    _lora(m.distilled_lora, m.dev, 31, video_only)
-    _lora(m.ic_lora, m.dev, 32, video_only, metadata={"reference_downscale_factor": "1"})
-    _lora(m.user_lora, m.dev, 33, lambda k: True)
+    write_lora(m.distilled_lora, m.dev, 31, video_only)
+    write_lora(m.ic_lora, m.dev, 32, video_only, metadata={"reference_downscale_factor": "1"})
+    write_lora(m.user_lora, m.dev, 33, lambda k: True)
     return m
 
 
