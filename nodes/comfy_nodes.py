@@ -398,7 +398,7 @@ class Outpaint(io.ComfyNode):
         request = OutpaintRequest(**fields, resolution=canvas.resolution, source_scale=canvas.source_scale,
                                   loras=tuple(loras or ())).validate()
         if backend is None:
-            log.warning("LTXOutpaint: no backend connected; using the free PREVIEW backend (no AI)")
+            backend = _default_backend()
         progress = ComfyProgress(cls.hidden.unique_id)
         clip = await asyncio.to_thread(clip_from_video, video)  # decoding must not block ComfyUI's loop
         result = await interruptible(run_outpaint_async(request, clip, canvas, backend, progress))
@@ -517,19 +517,38 @@ class LocalBackendNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, mode, precision, keep_loaded, model_paths="") -> io.NodeOutput:
-        from .backends.local import LocalConfig
-        from .local_models import ModelSearch
+        return io.NodeOutput(_local_config(mode, precision, keep_loaded, model_paths))
 
-        explicit = []
-        for line in (model_paths or "").splitlines():
-            if line.strip():
-                role, sep, path = line.partition("=")
-                if not sep or not path.strip():
-                    raise InputError("model_paths", f"expected ROLE=PATH, got {line.strip()!r}")
-                explicit.append((role.strip(), os.path.expanduser(path.strip())))
-        search = ModelSearch.from_lookup(folder_paths.get_folder_paths).merge(ModelSearch.from_env())
-        return io.NodeOutput(LocalConfig(mode=mode, precision=precision, keep_loaded=keep_loaded, search=search,
-                                         explicit=tuple(explicit), free_memory=_free_comfy_models))
+
+def _local_config(mode="quality", precision="auto", keep_loaded=False, model_paths=""):
+    from .backends.local import LocalConfig
+    from .local_models import ModelSearch
+
+    explicit = []
+    for line in (model_paths or "").splitlines():
+        if line.strip():
+            role, sep, path = line.partition("=")
+            if not sep or not path.strip():
+                raise InputError("model_paths", f"expected ROLE=PATH, got {line.strip()!r}")
+            explicit.append((role.strip(), os.path.expanduser(path.strip())))
+    search = ModelSearch.from_lookup(folder_paths.get_folder_paths).merge(ModelSearch.from_env())
+    return LocalConfig(mode=mode, precision=precision, keep_loaded=keep_loaded, search=search,
+                       explicit=tuple(explicit), free_memory=_free_comfy_models)
+
+
+def _default_backend():
+    """The settings' default backend, for an outpaint node with none connected."""
+    from .settings import Settings
+
+    kind = Settings.load().default_backend
+    if kind == "fal":
+        log.info("LTXOutpaint: no backend connected; using the default backend from the settings: fal")
+        return FalConfig(output_dir=_fal_output_dir())
+    if kind == "local":
+        log.info("LTXOutpaint: no backend connected; using the default backend from the settings: local")
+        return _local_config()
+    log.warning("LTXOutpaint: no backend connected; using the free PREVIEW backend (no AI)")
+    return PreviewConfig()
 
 
 def _free_comfy_models() -> None:
@@ -592,6 +611,40 @@ def register_routes() -> None:
         key = find_fal_key()
         return web.json_response({"configured": key is not None, "source": key.source if key else None,
                                   "masked": key.masked() if key else None})
+
+    @routes.get("/ltx_outpaint/constants")
+    async def web_constants(request):
+        from .web_constants import constants
+
+        return web.json_response(constants())
+
+    @routes.get("/ltx_outpaint/settings")
+    async def settings_get(request):
+        from .settings import Settings
+
+        return web.json_response(Settings.load().__dict__)
+
+    @routes.post("/ltx_outpaint/settings")
+    async def settings_post(request):
+        """Update non-secret settings (base-URL overrides, default backend); unknown names are refused."""
+        import dataclasses
+
+        from .settings import Settings
+        from .web_constants import BACKENDS
+
+        body = await request.json()
+        current = Settings.load()
+        fields = {f.name: f for f in dataclasses.fields(Settings)}
+        if not isinstance(body, dict) or set(body) - set(fields):
+            return web.json_response({"error": f"allowed settings: {', '.join(fields)}"}, status=400)
+        if body.get("default_backend", current.default_backend) not in BACKENDS:
+            return web.json_response({"error": f"default_backend: allowed {', '.join(BACKENDS)}"}, status=400)
+        for name, value in body.items():
+            if name.endswith("_url") and value and not str(value).startswith(("http://", "https://")):
+                return web.json_response({"error": f"{name}: must be an http(s) URL or empty"}, status=400)
+        updated = dataclasses.replace(current, **{k: type(getattr(current, k))(v) for k, v in body.items()})
+        updated.save()
+        return web.json_response(updated.__dict__)
 
     @routes.post("/ltx_outpaint/fal_key")
     async def fal_key_store(request):

@@ -99,6 +99,8 @@ class Settings:
     fal_cdn_url: str = ""
     fal_max_cost_usd: float = 0.0  # 0 = no limit
     allow_private_hosts: bool = False
+    #: Backend of an outpaint node with no backend connected: preview | fal | local.
+    default_backend: str = "preview"
 
     @classmethod
     def load(cls) -> "Settings":

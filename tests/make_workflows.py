@@ -34,7 +34,7 @@ def _save(key, pos, prefix):
     return (key, "LTXOutpaintSaveMP4", {"filename_prefix": prefix}, pos)
 
 
-CANVAS = ("canvas", "LTXOutpaintCanvas", {"resolution": "landscape_16_9", "source_scale": 0.75}, (420, 80))
+CANVAS = ("canvas", "LTXOutpaintCanvas", {"resolution": "landscape_16_9", "source_scale": 0.75}, (460, 80))
 BASE_LINKS = [("load", "video", "canvas", "video"), ("load", "video", "out", "video"),
               ("canvas", "canvas", "out", "canvas"), ("out", "video", "save", "video")]
 
@@ -44,8 +44,8 @@ WORKFLOWS = {
              "Upload your clip in Load Video. The Outpaint Canvas sets the target size, the source scale "
              "and the placement; the preview backend fills the rest with a blurred copy of the source. "
              "Swap the backend node for fal or the local GPU to generate for real.",
-        nodes=[LOAD, CANVAS, ("backend", "LTXOutpaintPreviewBackend", {}, (420, 420)),
-               _outpaint("out", (800, 80), num_frames=49), _save("save", (1240, 80), "ltx-outpaint/preview")],
+        nodes=[LOAD, CANVAS, ("backend", "LTXOutpaintPreviewBackend", {}, (460, 620)),
+               _outpaint("out", (900, 80), num_frames=49), _save("save", (1340, 80), "ltx-outpaint/preview")],
         links=BASE_LINKS + [("backend", "backend", "out", "backend")],
         canvas={"resolution": "landscape_16_9", "source_scale": 0.75}),
     "ltx-outpaint-fal-lora": dict(
@@ -53,9 +53,9 @@ WORKFLOWS = {
              "Set your fal key in the settings (never stored in the workflow). Pick a LoRA from "
              "models/loras or paste a URL; 'transformer' picks the video stream, the audio stream or both. "
              "The result is saved to output/ltx-outpaint/fal before anything else happens.",
-        nodes=[LOAD, CANVAS, ("lora", "LTXOutpaintLoraStack", {"scale": 0.8, "transformer": "video"}, (420, 420)),
-               ("backend", "LTXOutpaintFalBackend", {"max_cost_usd": 1.0}, (420, 620)),
-               _outpaint("out", (800, 80)), _save("save", (1240, 80), "ltx-outpaint/fal")],
+        nodes=[LOAD, CANVAS, ("lora", "LTXOutpaintLoraStack", {"scale": 0.8, "transformer": "video"}, (460, 620)),
+               ("backend", "LTXOutpaintFalBackend", {"max_cost_usd": 1.0}, (460, 820)),
+               _outpaint("out", (900, 80)), _save("save", (1340, 80), "ltx-outpaint/fal")],
         links=BASE_LINKS + [("backend", "backend", "out", "backend"), ("lora", "lora_stack", "out", "loras")],
         canvas={"resolution": "landscape_16_9", "source_scale": 0.75}),
     "ltx-outpaint-local-quality-lora": dict(
@@ -63,28 +63,28 @@ WORKFLOWS = {
              "Needs the model files in ComfyUI's model folders (the node's error lists any that are "
              "missing and where to get them). fp8 is picked automatically on GPUs under 60 GB. "
              "Leave the prompt empty or describe the scene, not the edit.",
-        nodes=[LOAD, CANVAS, ("lora", "LTXOutpaintLoraStack", {"scale": 0.8, "transformer": "both"}, (420, 420)),
-               ("backend", "LTXOutpaintLocalBackend", {"mode": "quality"}, (420, 620)),
-               _outpaint("out", (800, 80)), _save("save", (1240, 80), "ltx-outpaint/local")],
+        nodes=[LOAD, CANVAS, ("lora", "LTXOutpaintLoraStack", {"scale": 0.8, "transformer": "both"}, (460, 620)),
+               ("backend", "LTXOutpaintLocalBackend", {"mode": "quality"}, (460, 820)),
+               _outpaint("out", (900, 80)), _save("save", (1340, 80), "ltx-outpaint/local")],
         links=BASE_LINKS + [("backend", "backend", "out", "backend"), ("lora", "lora_stack", "out", "loras")],
         canvas={"resolution": "landscape_16_9", "source_scale": 0.75}),
     "ltx-outpaint-vertical-to-16x9-fal": dict(
         note="Vertical phone clip -> 16:9 on fal.ai.\nThe source keeps its full height (source_scale 1.0) "
              "and the model invents the sides. Phone rotation metadata is applied when the clip is loaded.",
         nodes=[LOAD, ("canvas", "LTXOutpaintCanvas", {"resolution": "landscape_16_9", "source_scale": 1.0},
-                      (420, 80)),
-               ("backend", "LTXOutpaintFalBackend", {"max_cost_usd": 1.0}, (420, 420)),
-               _outpaint("out", (800, 80)), _save("save", (1240, 80), "ltx-outpaint/vertical")],
+                      (460, 80)),
+               ("backend", "LTXOutpaintFalBackend", {"max_cost_usd": 1.0}, (460, 620)),
+               _outpaint("out", (900, 80)), _save("save", (1340, 80), "ltx-outpaint/vertical")],
         links=BASE_LINKS + [("backend", "backend", "out", "backend")],
         canvas={"resolution": "landscape_16_9", "source_scale": 1.0}),
     "ltx-outpaint-local-vs-fal": dict(
         note="Local vs fal side by side: the same clip, canvas, prompt and seed on both backends "
              "(same request fields, same meaning). Compare the two saved MP4s.",
-        nodes=[LOAD, CANVAS, ("local", "LTXOutpaintLocalBackend", {"mode": "quality"}, (420, 420)),
-               ("fal", "LTXOutpaintFalBackend", {"max_cost_usd": 1.0}, (420, 620)),
-               _outpaint("out", (800, 80)), _outpaint("out_fal", (800, 700)),
-               _save("save", (1240, 80), "ltx-outpaint/compare-local"),
-               _save("save_fal", (1240, 700), "ltx-outpaint/compare-fal")],
+        nodes=[LOAD, CANVAS, ("local", "LTXOutpaintLocalBackend", {"mode": "quality"}, (460, 620)),
+               ("fal", "LTXOutpaintFalBackend", {"max_cost_usd": 1.0}, (460, 820)),
+               _outpaint("out", (900, 80)), _outpaint("out_fal", (900, 760)),
+               _save("save", (1340, 80), "ltx-outpaint/compare-local"),
+               _save("save_fal", (1340, 760), "ltx-outpaint/compare-fal")],
         links=BASE_LINKS + [("local", "backend", "out", "backend"), ("fal", "backend", "out_fal", "backend"),
                             ("load", "video", "out_fal", "video"), ("canvas", "canvas", "out_fal", "canvas"),
                             ("out_fal", "video", "save_fal", "video")],
@@ -126,7 +126,7 @@ def build(name: str, spec: dict, object_info: dict) -> dict:
         d["inputs"][dslot]["link"] = i
         links.append([i, s["id"], slot, d["id"], dslot, kind])
     note_id = len(nodes) + 1
-    nodes.append({"id": note_id, "type": "Note", "pos": [40, 560], "size": [340, 220], "flags": {},
+    nodes.append({"id": note_id, "type": "Note", "pos": [40, 760], "size": [380, 200], "flags": {},
                   "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
                   "widgets_values": [spec["note"]]})
     return {"last_node_id": note_id, "last_link_id": len(links), "nodes": nodes, "links": links, "groups": [],

@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import shutil
+import urllib.error
 import urllib.request
 
 import pytest
@@ -100,3 +101,25 @@ def test_free_preview_workflow_runs(comfyui):
     saved = entry["outputs"][save]["images"][0]
     assert saved["filename"].endswith(".mp4")
     assert os.path.getsize(os.path.join(comfyui.output_dir, saved["subfolder"], saved["filename"])) > 0
+
+
+def _post(comfyui, path, body):
+    req = urllib.request.Request(comfyui.base_url + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def test_constants_and_settings_routes(comfyui):
+    from ltx_outpaint.web_constants import constants
+
+    with urllib.request.urlopen(comfyui.base_url + "/ltx_outpaint/constants", timeout=30) as r:
+        assert json.load(r) == json.loads(json.dumps(constants()))  # the JS gets exactly the Python constants
+    assert _post(comfyui, "/ltx_outpaint/settings", {"default_backend": "cloud"})[0] == 400
+    assert _post(comfyui, "/ltx_outpaint/settings", {"fal_key": "x"})[0] == 400  # never a settings field
+    assert _post(comfyui, "/ltx_outpaint/settings", {"fal_queue_url": "ftp://example"})[0] == 400
+    status, body = _post(comfyui, "/ltx_outpaint/settings", {"default_backend": "preview", "fal_cdn_url": ""})
+    assert status == 200 and body["default_backend"] == "preview"
