@@ -16,12 +16,12 @@ import sys
 from typing import Sequence
 
 from .backends import PreviewConfig, Progress, run_outpaint
-from .canvas import ANCHORS, CanvasSpec
+from .media.canvas import ANCHORS, CanvasSpec
 from .cost import estimate_cost
 from .errors import InputError
 from .request import FIELDS, RESOLUTION_PRESETS, ImageSize, LoraSpec, OutpaintRequest
-from .video_decode import DecodeOptions, decode_video
-from .video_encode import write_mp4
+from .media.decode import DecodeOptions, decode_video
+from .media.encode import write_mp4
 
 log = logging.getLogger("ltx_outpaint.cli")
 
@@ -152,8 +152,8 @@ def _resolve_input(path_or_url: str) -> tuple[str, bool]:
 
 
 def _local_config(args: argparse.Namespace):
-    from .backends.local import LocalConfig
-    from .local_models import ModelSearch
+    from .local.backend import LocalConfig
+    from .local.models import ModelSearch
 
     search = ModelSearch.from_env()
     if args.models_dir:
@@ -172,8 +172,8 @@ def _local_ready(config) -> bool:
     """True when ltx-core is installed and every model file for the mode is found."""
     import importlib.util
 
-    from .backends.local import prefer_fp8
-    from .local_models import MissingModelsError, find_models
+    from .local.backend import prefer_fp8
+    from .local.models import MissingModelsError, find_models
 
     if importlib.util.find_spec("ltx_core") is None:
         return False
@@ -186,7 +186,7 @@ def _local_ready(config) -> bool:
 
 
 def _backend_config(args: argparse.Namespace):
-    from .backends.fal import FalConfig
+    from .fal.backend import FalConfig
     from .settings import find_fal_key
 
     kind = args.backend
@@ -211,7 +211,7 @@ def _backend_config(args: argparse.Namespace):
 def cmd_recover(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .backends.fal import FalConfig, recover
+    from .fal.backend import FalConfig, recover
 
     config = FalConfig(deadline_s=args.deadline_s, output_dir=os.path.dirname(os.path.abspath(args.output)))
     result = asyncio.run(recover(args.request_id, config))
@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "sample":
-            from .sample import write_sample
+            from .media.sample import write_sample
 
             write_sample(args.output, args.width, args.height, args.frames, args.fps)
             log.info("wrote sample clip %s (%dx%d, %d frames, %g fps, stereo tone)", args.output,
@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("interrupted")
         return 130
     except Exception as exc:
-        from .fal_client import FalError
+        from .fal.client import FalError
 
         if isinstance(exc, FalError):  # fal's message and error_type, never the key
             log.error("%s", exc)

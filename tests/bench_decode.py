@@ -26,7 +26,7 @@ the decode needs relative to the output tensor. Methods:
 * ``floor_np``: the same loop into ``np.empty`` (numpy madvises transparent huge pages for big arrays:
   ~40x fewer page faults; faster or, in some VMs where fresh huge pages are slow to back, much
   slower). Informational;
-* ``ours``: ``ltx_outpaint.video_decode.decode_video`` (also decodes the audio);
+* ``ours``: ``ltx_outpaint.media.decode.decode_video`` (also decodes the audio);
 * ``ours_noaudio``: the same on the video-only copy (the missing audio becomes a tiny silent tensor);
 * ``core``: ComfyUI core's ``VideoFromFile(path).get_components()`` (ComfyUI dir from ``--comfyui-dir``
   or env ``LTX_OUTPAINT_COMFYUI_DIR``; skipped when neither is found). It keeps PyAV's default slice
@@ -105,7 +105,7 @@ def child_floor(path: str, allocator: str = "torch") -> dict:
 
 def child_ours(path: str) -> dict:
     import torch  # noqa: F401
-    from ltx_outpaint.video_decode import DecodeOptions, decode_audio, decode_video
+    from ltx_outpaint.media.decode import DecodeOptions, decode_audio, decode_video
 
     base, f0, c0 = maxrss_bytes(), minflt(), cpu_seconds()
     t0 = time.perf_counter()

@@ -133,9 +133,9 @@ def make_instrumented(FalClient, FalBackend):
 
 async def one_job(fake, mode: str, run_seconds: float, out_dir: str, seed: int) -> dict:
     from ltx_outpaint.backends import Progress
-    from ltx_outpaint.backends.fal import FalBackend, FalConfig
-    from ltx_outpaint.fal_client import FalClient, FalHosts
-    from ltx_outpaint.journal import Journal, JournalEntry
+    from ltx_outpaint.fal.backend import FalBackend, FalConfig
+    from ltx_outpaint.fal.client import FalClient, FalHosts
+    from ltx_outpaint.fal.journal import Journal, JournalEntry
     from ltx_outpaint.request import ENDPOINT_ID, OutpaintRequest
 
     TimedClient, TimedBackend = make_instrumented(FalClient, FalBackend)
@@ -244,7 +244,7 @@ def print_latency(summary: dict, labels: dict) -> tuple[float, float]:
 
 
 def bench_latency(args, tmp: str) -> dict:
-    from ltx_outpaint.fal_client import FalClient
+    from ltx_outpaint.fal.client import FalClient
 
     poll_default = FalClient.watch.__kwdefaults__["poll_interval_s"]
     labels = {"sse": "ours, SSE (follow_and_save)",
@@ -313,7 +313,7 @@ def raw_upload(fake, path: str, size: int) -> dict:
 
 
 async def our_upload(fake, path: str, multipart: bool) -> dict:
-    from ltx_outpaint.fal_client import FalClient, FalHosts
+    from ltx_outpaint.fal.client import FalClient, FalHosts
 
     spans: list[tuple[str, str, float, float]] = []
 
@@ -398,7 +398,7 @@ def bench_upload(args) -> dict:
 
 def _bench_upload(args, size: int, tmp: str) -> dict:
     from fal_server import FakeFal
-    from ltx_outpaint import fal_client as fc
+    from ltx_outpaint.fal import client as fc
 
     path = os.path.join(tmp, "upload.bin")
     multipart = size > fc.MULTIPART_THRESHOLD

@@ -103,22 +103,22 @@ def build(workdir: str, scale: str, device: str) -> tiny_ltx.TinyModels:
 
 
 def tiny_ltx_stream(key: str) -> str:
-    from ltx_outpaint.lora_targets import stream_of
+    from ltx_outpaint.local.lora_targets import stream_of
 
     return stream_of(key.removeprefix("model."))
 
 
 def composite_clip(width: int, height: int, frames: int, fps: float):
     """A canvas composite (source rectangle + green fill) as frames and as an MP4 for the reference."""
-    from ltx_outpaint.canvas import CanvasSpec, LTX_SNAP, composite, layout_canvas
+    from ltx_outpaint.media.canvas import CanvasSpec, LTX_SNAP, composite, layout_canvas
     from ltx_outpaint.request import ImageSize
-    from ltx_outpaint.sample import write_sample
-    from ltx_outpaint.video_decode import DecodeOptions, decode_video
+    from ltx_outpaint.media.sample import write_sample
+    from ltx_outpaint.media.decode import DecodeOptions, decode_video
 
     src = decode_video(write_sample(os.path.join(WORK, "src.mp4"), 400, 704, frames, fps), DecodeOptions())
     lay = layout_canvas(CanvasSpec(ImageSize(width, height), 1.0), src.width, src.height, LTX_SNAP)
     comp = composite(src.frames[:frames], lay)
-    from ltx_outpaint.video_encode import write_mp4
+    from ltx_outpaint.media.encode import write_mp4
 
     path = os.path.join(WORK, "composite.mp4")
     write_mp4(path, comp, fps, None, "maximum", "fast")
@@ -139,7 +139,7 @@ def peak(device) -> float:
 
 def encode_prompt_once(models, device):
     """The prompt encoding both pipelines get (text encoding is outside the comparison)."""
-    from ltx_outpaint import ltx_compat
+    from ltx_outpaint.local.ltxcore import compat as ltx_compat
 
     te = ltx_compat.load_text_encoder(models.gemma, device)
     hs, mask = te.encode("a wide meadow at dawn")
@@ -151,8 +151,8 @@ def encode_prompt_once(models, device):
 
 
 def run_ours(models, mode, precision, comp, rect, fps, device, ctx, audio):
-    from ltx_outpaint.local_models import find_models, ModelSearch
-    from ltx_outpaint.local_pipeline import OutpaintInputs, OutpaintPipeline, PipelineConfig, StepTracker
+    from ltx_outpaint.local.models import find_models, ModelSearch
+    from ltx_outpaint.local.ltxcore.pipeline import OutpaintInputs, OutpaintPipeline, PipelineConfig, StepTracker
 
     resolved = find_models(mode, ModelSearch.from_models_dir(models.root))
     pipe = OutpaintPipeline(PipelineConfig(resolved, device=str(device), precision=precision))

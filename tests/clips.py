@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from ltx_outpaint.sample import write_sample
+from ltx_outpaint.media.sample import write_sample
 
 _DIR = tempfile.mkdtemp(prefix="ltx-outpaint-clips-")
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)

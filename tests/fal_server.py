@@ -430,8 +430,8 @@ _EXT = {"video/mp4": ".mp4", "video/quicktime": ".mov", "video/webm": ".webm", "
 def _warm_imports() -> None:
     """Import the encoder stack in the background so the first job's timing is not an import's."""
     try:
-        import ltx_outpaint.sample  # noqa: F401
-        import ltx_outpaint.video_encode  # noqa: F401
+        import ltx_outpaint.media.sample  # noqa: F401
+        import ltx_outpaint.media.encode  # noqa: F401
     except Exception:  # noqa: BLE001 - the job reports it
         pass
 
@@ -1032,9 +1032,9 @@ class FakeFal:
         """Write the output MP4 (not yet published) -> facts for _publish."""
         import torch
 
-        from ltx_outpaint.sample import scene_frames
-        from ltx_outpaint.video_decode import Audio
-        from ltx_outpaint.video_encode import write_mp4
+        from ltx_outpaint.media.sample import scene_frames
+        from ltx_outpaint.media.decode import Audio
+        from ltx_outpaint.media.encode import write_mp4
 
         p = job.params
         seed = p["seed"] if p["seed"] is not None else random.randint(0, 2**31 - 1)

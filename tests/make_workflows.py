@@ -138,9 +138,9 @@ def thumbnail(path: str, canvas: dict, clip: str) -> None:
     from PIL import Image
 
     from ltx_outpaint.backends import PreviewConfig, run_outpaint
-    from ltx_outpaint.canvas import CanvasSpec
+    from ltx_outpaint.media.canvas import CanvasSpec
     from ltx_outpaint.request import OutpaintRequest
-    from ltx_outpaint.video_decode import DecodeOptions, decode_video
+    from ltx_outpaint.media.decode import DecodeOptions, decode_video
 
     src = decode_video(clip, DecodeOptions(max_width=256))
     req = OutpaintRequest(prompt="preview", resolution=canvas["resolution"], source_scale=canvas["source_scale"],
@@ -173,7 +173,7 @@ def main() -> int:
         finally:
             server.stop()
     os.makedirs(args.out, exist_ok=True)
-    from ltx_outpaint.sample import write_sample
+    from ltx_outpaint.media.sample import write_sample
 
     clip = write_sample(os.path.join(tempfile.mkdtemp(), CLIP), 180, 320, 24, 24.0)
     for name, spec in WORKFLOWS.items():

@@ -1,9 +1,9 @@
 """The paste-back blend: original pixels survive inside the source, no fill colour leaks, seams are soft."""
 import torch
 
-from ltx_outpaint.blend import blend_frames, seam_alpha
-from ltx_outpaint.canvas import Rect
-from ltx_outpaint.lora_targets import stream_of, wanted
+from ltx_outpaint.local.blend import blend_frames, seam_alpha
+from ltx_outpaint.media.canvas import Rect
+from ltx_outpaint.local.lora_targets import stream_of, wanted
 
 
 def _frames(f, h, w, seed):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ltx_outpaint.canvas import (ANCHORS, EVEN_SNAP, LTX_SNAP, NO_SNAP, CanvasSpec, composite, layout_canvas,
+from ltx_outpaint.media.canvas import (ANCHORS, EVEN_SNAP, LTX_SNAP, NO_SNAP, CanvasSpec, composite, layout_canvas,
                                  snap_summary)
 from ltx_outpaint.request import RESOLUTION_PRESETS, ImageSize
 

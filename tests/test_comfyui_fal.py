@@ -11,7 +11,7 @@ import pytest
 from clips import clip
 from fal_server import FakeFal
 from ltx_outpaint.request import FIELDS, OutpaintRequest
-from ltx_outpaint.video_decode import decode_video
+from ltx_outpaint.media.decode import decode_video
 from test_comfyui_graph import graph, put_input, saved_files
 
 pytestmark = pytest.mark.comfyui

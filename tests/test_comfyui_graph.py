@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from clips import audio_only, bad_file, clip, truncated_copy
-from ltx_outpaint.video_decode import decode_video
+from ltx_outpaint.media.decode import decode_video
 
 pytestmark = pytest.mark.comfyui
 

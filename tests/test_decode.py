@@ -3,8 +3,8 @@ import torch
 
 from clips import audio_only, bad_file, clip, truncated_copy
 from ltx_outpaint.errors import InputError
-from ltx_outpaint.sample import MARKER, marker_index
-from ltx_outpaint.video_decode import DecodeOptions, decode_audio, decode_video, probe
+from ltx_outpaint.media.sample import MARKER, marker_index
+from ltx_outpaint.media.decode import DecodeOptions, decode_audio, decode_video, probe
 
 
 def indices(c):

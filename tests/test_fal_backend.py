@@ -17,12 +17,12 @@ import pytest
 from clips import clip
 from fal_server import FakeFal
 from ltx_outpaint.backends import Interrupted, Progress, run_outpaint
-from ltx_outpaint.backends.fal import FalBackend, FalConfig, recover
-from ltx_outpaint.canvas import CanvasSpec
+from ltx_outpaint.fal.backend import FalBackend, FalConfig, recover
+from ltx_outpaint.media.canvas import CanvasSpec
 from ltx_outpaint.errors import InputError
-from ltx_outpaint.journal import Journal
+from ltx_outpaint.fal.journal import Journal
 from ltx_outpaint.request import ImageSize, LoraSpec, OutpaintRequest
-from ltx_outpaint.video_decode import DecodeOptions, decode_video
+from ltx_outpaint.media.decode import DecodeOptions, decode_video
 
 KEY = "test-key-id:test-key-secret"
 
@@ -177,7 +177,7 @@ def test_more_than_three_loras_refused_before_anything_is_sent(fal, tmp_path, so
 def test_422_names_our_input(fal, field, value, ours):
     import asyncio
 
-    from ltx_outpaint.fal_client import FalClient
+    from ltx_outpaint.fal.client import FalClient
 
     payload = {**OutpaintRequest(prompt="p", num_frames=9).to_fal_input(), "video_url": "https://x/v.mp4"}
     if value is None:
@@ -300,7 +300,7 @@ def test_422_at_run_time_names_our_input(tmp_path, source_path, monkeypatch):
                         cdn_url=fake.cdn_url)
         import asyncio
 
-        from ltx_outpaint.fal_client import FalClient
+        from ltx_outpaint.fal.client import FalClient
 
         backend = FalBackend(cfg)
         payload = {**OutpaintRequest(prompt="p", num_frames=9).to_fal_input(), "video_url": "https://x/v.mp4",
@@ -309,7 +309,7 @@ def test_422_at_run_time_names_our_input(tmp_path, source_path, monkeypatch):
         async def go():
             async with FalClient(KEY, backend.hosts()) as client:
                 handle = await backend._submit(client, payload)
-                from ltx_outpaint.journal import JournalEntry
+                from ltx_outpaint.fal.journal import JournalEntry
 
                 entry = Journal().record(JournalEntry(handle.request_id, cfg.endpoint_id, handle.status_url,
                                                       handle.response_url, handle.cancel_url, request=payload))
@@ -323,7 +323,7 @@ def test_local_lora_uploaded_once_and_size_capped(fal, tmp_path, source_path, mo
     import torch
     from safetensors.torch import save_file
 
-    from ltx_outpaint.backends import fal as fal_backend
+    from ltx_outpaint.fal import backend as fal_backend
 
     lora = str(tmp_path / "mine.safetensors")
     save_file({"a.lora_A.weight": torch.zeros(2, 2), "a.lora_B.weight": torch.zeros(2, 2)}, lora)

@@ -19,7 +19,7 @@ import pytest
 
 from fal_server import INPUT_SCHEMA, FakeFal, validate_input
 from ltx_outpaint.errors import InputError
-from ltx_outpaint.fal_client import (
+from ltx_outpaint.fal.client import (
     DEFAULT_CDN_URL, DEFAULT_QUEUE_URL, DEFAULT_REST_URL, EndpointId, FalAuthError, FalCancelled, FalClient,
     FalError, FalFieldError, FalHosts, FalJobError, FalValidationError, QueueHandle, RetryPolicy, SSEParser,
     StatusUpdate, _SecretAuth, _StorageToken, decode_data_uri, field_errors, get_status_is_retryable,

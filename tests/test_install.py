@@ -134,13 +134,13 @@ IMPORT_LIKE_COMFYUI = textwrap.dedent("""
     engine = importlib.import_module(name + ".nodes")
     imported = []
     for info in pkgutil.walk_packages(engine.__path__, engine.__name__ + "."):
-        if info.name.rsplit(".", 1)[-1] == "comfy_nodes":
+        if ".nodes.comfyui" in info.name:
             continue  # the ComfyUI adapter: needs ComfyUI itself (covered by the comfyui tests)
         importlib.import_module(info.name)
         imported.append(info.name[len(name) + 1:])
     # the engine works, not just imports: write a clip with PyAV and decode it back
-    sample = importlib.import_module(name + ".nodes.sample")
-    decode = importlib.import_module(name + ".nodes.video_decode")
+    sample = importlib.import_module(name + ".nodes.media.sample")
+    decode = importlib.import_module(name + ".nodes.media.decode")
     sample.write_sample("probe.mp4", width=64, height=96, frames=6, fps=12.0)
     clip = decode.decode_video("probe.mp4")
     print(json.dumps({
@@ -178,8 +178,8 @@ def test_requirements_txt_installs_line_by_line_and_the_pack_loads_like_comfyui_
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert not report["ltx_outpaint_installed"] and not report["comfy_available"]  # an honest environment
     assert report["web_directory"] == "./js" and not report["has_entrypoint"]
-    assert {"nodes.request", "nodes.canvas", "nodes.video_decode", "nodes.video_encode",
-            "nodes.backends.preview"} <= set(report["imported"]), report["imported"]
+    assert {"nodes.request", "nodes.media.canvas", "nodes.media.decode", "nodes.media.encode",
+            "nodes.backends.preview", "nodes.fal.client", "nodes.local.backend"} <= set(report["imported"]), report["imported"]
     assert report["frames"] == [6, 96, 64, 3]
 
 

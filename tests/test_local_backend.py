@@ -15,11 +15,11 @@ import torch
 
 from clips import clip
 from ltx_outpaint.backends import Interrupted, Progress, run_outpaint
-from ltx_outpaint.backends.local import SAFETY_NOTE, LocalConfig
-from ltx_outpaint.canvas import LTX_SNAP, CanvasSpec, composite, layout_canvas
-from ltx_outpaint.local_models import ModelSearch
+from ltx_outpaint.local.backend import SAFETY_NOTE, LocalConfig
+from ltx_outpaint.media.canvas import LTX_SNAP, CanvasSpec, composite, layout_canvas
+from ltx_outpaint.local.models import ModelSearch
 from ltx_outpaint.request import ImageSize, LoraSpec, OutpaintRequest
-from ltx_outpaint.video_decode import DecodeOptions, decode_video
+from ltx_outpaint.media.decode import DecodeOptions, decode_video
 
 W, H, FRAMES, FPS = 192, 128, 9, 8.0
 BAND = 16  # the pipeline's seam band at full size
@@ -133,8 +133,8 @@ class StopAfter(Progress):
 
 
 def test_interrupt_in_stage_1_stops_within_one_step_and_frees_models(tiny_models, source):
-    from ltx_outpaint.local_models import find_models
-    from ltx_outpaint.local_pipeline import OutpaintInputs, OutpaintPipeline, PipelineConfig
+    from ltx_outpaint.local.models import find_models
+    from ltx_outpaint.local.ltxcore.pipeline import OutpaintInputs, OutpaintPipeline, PipelineConfig
 
     models = find_models("quality", ModelSearch.from_models_dir(tiny_models.root))
     pipeline = OutpaintPipeline(PipelineConfig(models, device="cpu"))
@@ -152,7 +152,7 @@ def test_lora_targets_change_only_their_weights(tiny_models, target):
     from ltx_core.loader import LoraPathStrengthAndSDOps
     from ltx_pipelines.utils.model_ledger import ModelLedger
 
-    from ltx_outpaint.lora_targets import lora_sd_ops, stream_of
+    from ltx_outpaint.local.lora_targets import lora_sd_ops, stream_of
 
     def transformer(loras=()):
         ledger = ModelLedger(dtype=torch.bfloat16, device=torch.device("cpu"), checkpoint_path=tiny_models.dev,
@@ -287,7 +287,7 @@ def test_lora_from_url_is_cached_and_a_bad_body_refused(tiny_models, source, lor
 def test_fp8_weights_and_keep_loaded(tiny_models, source, caplog):
     import logging
 
-    from ltx_outpaint.local_pipeline import release_kept_models
+    from ltx_outpaint.local.ltxcore.pipeline import release_kept_models
 
     fp8 = _run(tiny_models, source, config=_config(tiny_models, precision="fp8"))
     assert tuple(fp8.frames.shape) == (FRAMES, H, W, 3) and torch.isfinite(fp8.frames).all()

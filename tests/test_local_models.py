@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from ltx_outpaint.errors import InputError
-from ltx_outpaint.local_models import (ENV_MODELS_DIR, IC_LORA_URL, KINDS, LTX_FP8_URL, LTX_URL, MODE_ROLES,
+from ltx_outpaint.local.models import (ENV_MODELS_DIR, IC_LORA_URL, KINDS, LTX_FP8_URL, LTX_URL, MODE_ROLES,
                                        MissingModelsError, ModelSearch, catalogue, find_models)
 
 DEV = "ltx-2.3-22b-dev.safetensors"
@@ -119,7 +119,7 @@ def test_fp8_preference_when_both_present(tree, fp8):
 def test_fp8_requested_falls_back_to_bf16_with_a_logged_note(tree, caplog):
     comfy, extra = tree
     full_quality_tree(comfy, extra)
-    with caplog.at_level(logging.INFO, logger="ltx_outpaint.local_models"):
+    with caplog.at_level(logging.INFO, logger="ltx_outpaint.local.models"):
         res = find_models("quality", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))), fp8=True)
     assert res.dev == str(comfy / "checkpoints" / DEV)
     assert len(res.notes) == 1 and "fp8 requested" in res.notes[0] and DEV in res.notes[0]

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from ltx_outpaint.errors import InputError
 from ltx_outpaint.loras import check_lora_file, check_lora_spec
 from ltx_outpaint.request import LoraSpec
-from ltx_outpaint.video_decode import decode_video
+from ltx_outpaint.media.decode import decode_video
 
 
 def make_lora(path, keys=("diffusion_model.transformer_blocks.0.attn1.to_q.lora_A.weight",

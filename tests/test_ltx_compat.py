@@ -24,7 +24,7 @@ def _in_ci() -> bool:
 def test_no_cuda_only_calls_on_a_machine_without_cuda(tiny_models, monkeypatch):
     """ltx-pipelines 1.0.0 calls torch.cuda.synchronize() unconditionally and ltx-core's prompt
     enhancement forks the CUDA RNG; on a CPU run none of that may happen (here: every such call fails)."""
-    from ltx_outpaint.video_decode import DecodeOptions, decode_video
+    from ltx_outpaint.media.decode import DecodeOptions, decode_video
 
     def boom(*a, **k):
         raise AssertionError("a CUDA-only function was called on a CPU run")
@@ -43,7 +43,7 @@ def test_a_weight_missing_from_the_file_is_an_error_not_a_meta_tensor(tiny_model
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from ltx_outpaint.ltx_compat import assert_no_meta, ledger_model
+    from ltx_outpaint.local.ltxcore.compat import assert_no_meta, ledger_model
 
     broken = str(tmp_path / "broken.safetensors")
     with safe_open(tiny_models.dev, framework="pt") as f:
@@ -60,7 +60,7 @@ def test_a_weight_missing_from_the_file_is_an_error_not_a_meta_tensor(tiny_model
 def test_every_model_of_a_run_is_fully_loaded(tiny_models):
     from ltx_pipelines.utils.model_ledger import ModelLedger
 
-    from ltx_outpaint.ltx_compat import assert_no_meta, load_embeddings_processor, load_text_encoder
+    from ltx_outpaint.local.ltxcore.compat import assert_no_meta, load_embeddings_processor, load_text_encoder
 
     cpu = torch.device("cpu")
     ledger = ModelLedger(dtype=torch.bfloat16, device=cpu, checkpoint_path=tiny_models.dev,
@@ -101,7 +101,7 @@ SCRIPT = textwrap.dedent("""
     import tiny_ltx
     from clips import clip
     from test_local_backend import _run
-    from ltx_outpaint.video_decode import DecodeOptions, decode_video
+    from ltx_outpaint.media.decode import DecodeOptions, decode_video
 
     models = tiny_ltx.build_tiny_models(sys.argv[2])   # the Gemma folder is written by transformers 4.x too
     src = decode_video(clip("local_src.mp4", width=64, height=96, frames=12, fps=8), DecodeOptions())

@@ -7,11 +7,11 @@ import torch
 from clips import clip
 from ltx_outpaint.backends import PreviewConfig, Progress, prepare_job, run_outpaint, make_backend, Interrupted
 from ltx_outpaint.backends.preview import source_indices
-from ltx_outpaint.canvas import CanvasSpec
+from ltx_outpaint.media.canvas import CanvasSpec
 from ltx_outpaint.request import ImageSize, OutpaintRequest
-from ltx_outpaint.sample import marker_index
-from ltx_outpaint.video_decode import Audio, decode_video
-from ltx_outpaint.video_encode import QUALITY_CRF, write_mp4
+from ltx_outpaint.media.sample import marker_index
+from ltx_outpaint.media.decode import Audio, decode_video
+from ltx_outpaint.media.encode import QUALITY_CRF, write_mp4
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import stat
 import pytest
 
 from ltx_outpaint import settings
-from ltx_outpaint.journal import Journal, JournalEntry
+from ltx_outpaint.fal.journal import Journal, JournalEntry
 
 
 @pytest.fixture

@@ -262,7 +262,7 @@ def write_gemma(folder: str) -> None:
 
 def build_tiny_models(root: str) -> TinyModels:
     """Write the tiny models tree under `root` (a few seconds; deterministic)."""
-    from ltx_outpaint.lora_targets import stream_of
+    from ltx_outpaint.local.lora_targets import stream_of
 
     dirs = {k: os.path.join(root, k) for k in ("checkpoints", "loras", "latent_upscale_models", "text_encoders")}
     for d in dirs.values():

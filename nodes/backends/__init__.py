@@ -15,9 +15,9 @@ from typing import Callable, Protocol
 
 import torch
 
-from ..canvas import CanvasLayout, CanvasSpec, SnapRule, layout_canvas
+from ..media.canvas import CanvasLayout, CanvasSpec, SnapRule, layout_canvas
 from ..request import OutpaintRequest
-from ..video_decode import Audio, Clip, check_frame_memory
+from ..media.decode import Audio, Clip, check_frame_memory
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ class PreviewConfig:
     kind: str = field(default="preview", init=False)
 
 
-#: Backends shipped with the pack (module name = kind), imported on first use.
-BUILTIN = ("preview", "fal", "local")
+#: Backends shipped with the pack: kind -> module (relative to the package root), imported on first use.
+BUILTIN = {"preview": ".backends.preview", "fal": ".fal.backend", "local": ".local.backend"}
 #: kind -> factory(config) -> Backend; each backend module registers itself here.
 _FACTORIES: dict[str, Callable[[object], Backend]] = {}
 
@@ -97,7 +97,7 @@ def make_backend(config) -> Backend:
         config = PreviewConfig()
     kind = getattr(config, "kind", None)
     if kind in BUILTIN and kind not in _FACTORIES:
-        importlib.import_module(f".{kind}", __package__)  # the module registers itself
+        importlib.import_module(BUILTIN[kind], __package__.rpartition(".")[0])  # the module registers itself
     if kind not in _FACTORIES:
         raise ValueError(f"backend: unknown backend kind {kind!r}; available: {', '.join(sorted(_FACTORIES))}")
     return _FACTORIES[kind](config)

@@ -13,8 +13,8 @@ import random
 import torch
 import torch.nn.functional as F
 
-from ..canvas import EVEN_SNAP, CanvasLayout, place_frames
-from ..video_decode import Audio
+from ..media.canvas import EVEN_SNAP, CanvasLayout, place_frames
+from ..media.decode import Audio
 from . import OutpaintJob, OutpaintResult, PreviewConfig, Progress, register
 
 log = logging.getLogger(__name__)

@@ -41,10 +41,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .blend import blend_frames
-from .canvas import Rect
-from .local_models import ResolvedModels
-from .video_decode import Audio
+from ..blend import blend_frames
+from ...media.canvas import Rect
+from ..models import ResolvedModels
+from ...media.decode import Audio
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def release_kept_models() -> None:
 
 class OutpaintPipeline:
     def __init__(self, config: PipelineConfig):
-        from . import ltx_compat
+        from . import compat as ltx_compat
 
         if config.models.mode not in MODES:
             raise ValueError(f"mode: got {config.models.mode!r}; allowed: {', '.join(MODES)}")
@@ -231,7 +231,7 @@ class OutpaintPipeline:
     def _stage_loras(self, inputs: OutpaintInputs, stage: int) -> tuple:
         from ltx_core.loader import LoraPathStrengthAndSDOps
 
-        from .lora_targets import lora_sd_ops
+        from ..lora_targets import lora_sd_ops
 
         loras = [LoraPathStrengthAndSDOps(lo.path, float(lo.scale), lora_sd_ops(lo.path, lo.target))
                  for lo in inputs.loras if lo.scale != 0]

@@ -15,11 +15,11 @@ from typing import Callable
 
 import torch
 
-from ..canvas import LTX_SNAP, composite
+from ..media.canvas import LTX_SNAP, composite
 from ..errors import InputError
-from ..local_models import ModelSearch, find_models
-from . import OutpaintJob, OutpaintResult, Progress, register
-from .preview import fit_audio, source_indices
+from .models import ModelSearch, find_models
+from ..backends import OutpaintJob, OutpaintResult, Progress, register
+from ..backends.preview import fit_audio, source_indices
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class LocalBackend:
         return folders[0]
 
     def _user_loras(self, job: OutpaintJob, search: ModelSearch):
-        from ..local_pipeline import UserLora
+        from .ltxcore.pipeline import UserLora
         from ..lora_fetch import fetch_lora
         from ..loras import check_lora_file
 
@@ -107,7 +107,7 @@ class LocalBackend:
         loras = self._user_loras(job, search)
         progress.check()
 
-        from ..local_pipeline import OutpaintInputs, OutpaintPipeline, PipelineConfig
+        from .ltxcore.pipeline import OutpaintInputs, OutpaintPipeline, PipelineConfig
 
         n, fps = job.num_frames, float(req.frames_per_second)
         frames = clip.frames[source_indices(clip.num_frames, clip.fps, n, fps)]

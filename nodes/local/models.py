@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import av
 import numpy as np
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 
-from .settings import config_dir
+from ..settings import config_dir
 
 STATES = ("submitted", "saved", "failed", "cancelled")
 

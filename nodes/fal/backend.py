@@ -17,14 +17,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from ..canvas import NO_SNAP
+from ..media.canvas import NO_SNAP
 from ..cost import estimate_cost
 from ..errors import InputError
-from ..journal import Journal, JournalEntry
+from .journal import Journal, JournalEntry
 from ..request import ENDPOINT_ID
 from ..settings import Settings, config_dir, find_fal_key, missing_key_message
-from ..video_decode import decode_video
-from . import Interrupted, OutpaintJob, OutpaintResult, Progress, register
+from ..media.decode import decode_video
+from ..backends import Interrupted, OutpaintJob, OutpaintResult, Progress, register
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class FalBackend:
 
     # ------------------------------------------------------------------ helpers
     def hosts(self):
-        from ..fal_client import FalHosts
+        from .client import FalHosts
 
         env = FalHosts.from_env()
         s = Settings.load()
@@ -104,7 +104,7 @@ class FalBackend:
 
     # ------------------------------------------------------------------ the run
     async def run_async(self, job: OutpaintJob, progress: Progress) -> OutpaintResult:
-        from ..fal_client import FalClient
+        from .client import FalClient
 
         req = job.request
         width, height = req.canvas_size
@@ -135,7 +135,7 @@ class FalBackend:
         if clip.source_path and clip.untouched:
             progress.report(2, 100, "fal: uploading the source video (untouched)")
             return await uploads.upload(client, clip.source_path, progress)
-        from ..video_encode import write_mp4
+        from ..media.encode import write_mp4
 
         progress.report(2, 100, "fal: encoding the changed frames (near-lossless) for upload")
         with tempfile.TemporaryDirectory(prefix="ltx-outpaint-") as tmp:
@@ -144,7 +144,7 @@ class FalBackend:
             return await uploads.upload(client, path, progress)
 
     async def _submit(self, client, payload: dict):
-        from ..fal_client import FalValidationError
+        from .client import FalValidationError
 
         try:
             return await client.submit(self.config.endpoint_id, payload)
@@ -153,7 +153,7 @@ class FalBackend:
 
     async def follow_and_save(self, client, handle, entry: JournalEntry, progress: Progress) -> OutpaintResult:
         """Wait for the job (interrupt and deadline cancel it), then save the result before decoding."""
-        from ..fal_client import FalTimeout, FalValidationError
+        from .client import FalTimeout, FalValidationError
 
         started = time.monotonic()
         journal = Journal()
@@ -290,7 +290,7 @@ def sha256_file(path: str) -> str:
 
 async def recover(request_id: str, config: FalConfig = FalConfig(), progress: Progress | None = None):
     """Re-attach to a request by id (from the journal, or built from the endpoint id) and save its result."""
-    from ..fal_client import FalClient, QueueHandle, split_endpoint_id
+    from .client import FalClient, QueueHandle, split_endpoint_id
 
     backend = FalBackend(config)
     progress = progress or Progress()

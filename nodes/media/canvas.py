@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .request import RESOLUTION_PRESETS, ImageSize
+from ..request import RESOLUTION_PRESETS, ImageSize
 
 #: Anchor name -> (x fraction, y fraction) of the free space left of / above the source.
 ANCHORS: dict[str, tuple[float, float]] = {

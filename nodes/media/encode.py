@@ -23,7 +23,7 @@ import av
 import numpy as np
 import torch
 
-from .video_decode import Audio
+from .decode import Audio
 
 log = logging.getLogger(__name__)
 

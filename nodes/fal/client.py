@@ -29,7 +29,7 @@ from urllib.parse import unquote_to_bytes
 
 import httpx
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 

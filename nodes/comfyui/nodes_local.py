@@ -1,0 +1,73 @@
+"""Local GPU node: the LTX-2.3 backend on this machine."""
+from __future__ import annotations
+
+import logging
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..errors import InputError
+from .common import BACKEND, CATEGORY
+
+log = logging.getLogger(__name__)
+
+
+class LocalBackendNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LTXOutpaintLocalBackend",
+            display_name="Outpaint Backend: Local GPU (LTX-2.3)",
+            category=CATEGORY,
+            description="Run LTX-2.3 on this machine with Lightricks' ltx-core (pip install ltx-core "
+                        "ltx-pipelines). Model files are found in ComfyUI's model folders "
+                        "(checkpoints, loras, latent_upscale_models, text_encoders). No safety checker runs "
+                        "locally.",
+            inputs=[
+                io.Combo.Input("mode", options=["quality", "fast"], default="quality",
+                               tooltip="quality: dev checkpoint + distilled LoRA, res_2s sampler, "
+                                       "num_inference_steps, CFG when guidance_scale > 1. fast: distilled "
+                                       "checkpoint, fixed 8-step schedule, no CFG."),
+                io.Combo.Input("precision", options=["auto", "bf16", "fp8"], default="auto",
+                               tooltip="Transformer weights. fp8 halves their memory (fp8 checkpoint, or a "
+                                       "bf16 one cast while loading); auto = fp8 on GPUs under 60 GB."),
+                io.Boolean.Input("keep_loaded", default=False,
+                                 tooltip="Keep the weights in RAM and the last prompt encoding between runs "
+                                         "(faster reruns, uses CPU RAM)."),
+                io.String.Input("model_paths", default="", multiline=True, optional=True,
+                                tooltip="Optional explicit files, one ROLE=PATH per line (roles: dev, "
+                                        "distilled, distilled_lora, ic_lora_outpaint, spatial_upsampler, "
+                                        "text_encoder)."),
+            ],
+            outputs=[BACKEND.Output(display_name="backend", tooltip="Connect to the outpaint node.")],
+        )
+
+    @classmethod
+    def execute(cls, mode, precision, keep_loaded, model_paths="") -> io.NodeOutput:
+        return io.NodeOutput(_local_config(mode, precision, keep_loaded, model_paths))
+
+def _local_config(mode="quality", precision="auto", keep_loaded=False, model_paths=""):
+    from ..local.backend import LocalConfig
+    from ..local.models import ModelSearch
+
+    explicit = []
+    for line in (model_paths or "").splitlines():
+        if line.strip():
+            role, sep, path = line.partition("=")
+            if not sep or not path.strip():
+                raise InputError("model_paths", f"expected ROLE=PATH, got {line.strip()!r}")
+            explicit.append((role.strip(), os.path.expanduser(path.strip())))
+    search = ModelSearch.from_lookup(folder_paths.get_folder_paths).merge(ModelSearch.from_env())
+    return LocalConfig(mode=mode, precision=precision, keep_loaded=keep_loaded, search=search,
+                       explicit=tuple(explicit), free_memory=_free_comfy_models)
+
+def _free_comfy_models() -> None:
+    """Unload ComfyUI's own models before the local backend loads LTX-2.3."""
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    comfy.model_management.soft_empty_cache()
+
+
+NODES = [LocalBackendNode]

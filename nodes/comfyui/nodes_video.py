@@ -1,0 +1,159 @@
+"""Video nodes: Load Video (decode with selection, rotation, audio) and Save MP4."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..media.decode import DecodeOptions, decode_video
+from ..media.encode import write_mp4
+from .common import CATEGORY, SourceVideo, clip_from_video, to_comfy_audio, request_field
+
+log = logging.getLogger(__name__)
+
+
+def _input_videos() -> list[str]:
+    input_dir = folder_paths.get_input_directory()
+    files = [f for f in os.listdir(input_dir) if os.path.isfile(os.path.join(input_dir, f))]
+    return sorted(folder_paths.filter_files_content_types(files, ["video"]))
+
+
+# ---------------------------------------------------------------- nodes
+
+
+class LoadVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LTXOutpaintLoadVideo",
+            display_name="Load Video (LTX Outpaint)",
+            category=CATEGORY,
+            description="Decode a video into frames, audio and fps, with frame selection and rotation "
+                        "handled; its VIDEO output remembers the original file.",
+            inputs=[
+                io.Combo.Input("video", options=_input_videos(), upload=io.UploadType.video,
+                               tooltip="A video in ComfyUI's input folder (upload with the button)."),
+                io.String.Input("path_or_url", default="", optional=True,
+                                tooltip="Overrides the upload: a local file path or an https URL (fetched "
+                                        "with the pack's safe downloader)."),
+                io.Int.Input("frame_load_cap", default=0, min=0, max=100000,
+                             tooltip="Load at most this many frames (0 = all)."),
+                io.Int.Input("skip_first_frames", default=0, min=0, max=1000000,
+                             tooltip="Skip this many frames at the start (after force_fps)."),
+                io.Int.Input("select_every_nth", default=1, min=1, max=1000,
+                             tooltip="Keep every nth frame (1 = all); fps is divided accordingly."),
+                io.Float.Input("force_fps", default=0.0, min=0.0, max=240.0, step=0.01,
+                               tooltip="Resample to this frame rate (0 = keep the file's rate)."),
+                io.Int.Input("max_width", default=0, min=0, max=16384, step=2,
+                             tooltip="Downscale so the width is at most this (0 = no limit)."),
+                io.Int.Input("max_height", default=0, min=0, max=16384, step=2,
+                             tooltip="Downscale so the height is at most this (0 = no limit)."),
+                io.Int.Input("audio_sample_rate", default=0, min=0, max=192000,
+                             tooltip="Resample the audio to this rate (0 = keep)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="Frames, float32 [F,H,W,3]."),
+                io.Audio.Output(display_name="audio", tooltip="The matching audio (silence if the file has none)."),
+                io.Float.Output(display_name="fps", tooltip="Frame rate of the loaded frames."),
+                io.Int.Output(display_name="frame_count", tooltip="Number of loaded frames."),
+                io.Video.Output(display_name="video", tooltip="Frames + audio + fps, remembering the source file."),
+            ],
+        )
+
+    @classmethod
+    def _path(cls, video: str, path_or_url: str) -> str:
+        return path_or_url.strip() or folder_paths.get_annotated_filepath(video)
+
+    @classmethod
+    def validate_inputs(cls, video, path_or_url=""):
+        if path_or_url and path_or_url.strip():
+            return True
+        if not video or not folder_paths.exists_annotated_filepath(video):
+            return f"video: file not found in the input folder: {video!r}; upload one or set path_or_url"
+        return True
+
+    @classmethod
+    def fingerprint_inputs(cls, video, path_or_url="", **kwargs):
+        path = cls._path(video, path_or_url or "")
+        return f"{path}:{os.path.getmtime(path) if os.path.exists(path) else ''}"
+
+    @classmethod
+    def execute(cls, video, frame_load_cap, skip_first_frames, select_every_nth, force_fps, max_width,
+                max_height, audio_sample_rate, path_or_url="") -> io.NodeOutput:
+        source = cls._path(video, path_or_url or "")
+        opts = DecodeOptions(frame_load_cap, skip_first_frames, select_every_nth, force_fps, max_width,
+                             max_height, audio_sample_rate)
+        from ..download import download, is_url, policy_from_env  # httpx only when needed (start-up time)
+
+        temporary = is_url(source)
+        if temporary:
+            source = download(source, policy=policy_from_env(), field="path_or_url")
+        try:
+            clip = decode_video(source, opts)
+        finally:
+            if temporary:
+                os.unlink(source)
+        if temporary:
+            clip.source_path, clip.untouched = None, False
+        audio = clip.audio
+        audio_text = (f"audio: {audio.waveform.shape[0]} ch @ {audio.sample_rate} Hz" if not audio.silent
+                      else "audio: NONE in the file (the AUDIO output is silence)")
+        if audio.silent:
+            log.warning("LTXOutpaintLoadVideo: %s has no audio track; the AUDIO output is silence",
+                        os.path.basename(source))
+        info = (f"{clip.width}x{clip.height}, {clip.num_frames} frames @ {clip.fps:g} fps; {audio_text}"
+                + ("; untouched source file" if clip.untouched else ""))
+        return io.NodeOutput(clip.frames, to_comfy_audio(audio), clip.fps, clip.num_frames, SourceVideo(clip),
+                             ui=ui.PreviewText(info))
+
+class SaveMP4(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LTXOutpaintSaveMP4",
+            display_name="Save MP4 (LTX Outpaint)",
+            category=CATEGORY,
+            description="Write an H.264 + AAC MP4 into ComfyUI's output folder (see README for the encoder "
+                        "settings of each quality / write mode).",
+            inputs=[
+                io.Video.Input("video", tooltip="The video to save."),
+                io.String.Input("filename_prefix", default="ltx-outpaint/outpaint",
+                                tooltip="Prefix (may include a subfolder); a counter is appended."),
+                request_field("video_quality"),
+                request_field("video_write_mode"),
+            ],
+            outputs=[io.String.Output(display_name="path", tooltip="Absolute path of the written MP4.")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, video, filename_prefix, video_quality, video_write_mode) -> io.NodeOutput:
+        import json
+
+        width, height = video.get_dimensions()
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), width, height)
+        file = f"{name}_{counter:05}_.mp4"
+        path = os.path.join(folder, file)
+        metadata = {}
+        if cls.hidden.prompt is not None:
+            metadata["prompt"] = json.dumps(cls.hidden.prompt)
+        if cls.hidden.extra_pnginfo:
+            for key, value in cls.hidden.extra_pnginfo.items():
+                metadata[key] = json.dumps(value)
+        encoded = getattr(getattr(video, "result", None), "video_path", None)
+        request = getattr(video, "request", None)
+        if encoded and request and (request.video_quality, request.video_write_mode) == (video_quality,
+                                                                                         video_write_mode):
+            shutil.copyfile(encoded, path)  # already encoded with these settings: no second encode
+        else:
+            clip = clip_from_video(video)
+            write_mp4(path, clip.frames, clip.fps, clip.audio, video_quality, video_write_mode, metadata=metadata)
+        return io.NodeOutput(path, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
+
+
+NODES = [LoadVideo, SaveMP4]

@@ -1,0 +1,1 @@
+"""The local GPU backend: model discovery, LoRA targets, blending, and its engines (ltx-core; ComfyUI core)."""
