@@ -102,13 +102,20 @@ class ComfyUIServer:
     """One ComfyUI process on 127.0.0.1 with this repo linked into its custom_nodes/."""
 
     def __init__(self, comfyui_dir: str, base_dir: str, *, python: str = sys.executable,
-                 pack_source: str = REPO_ROOT, pack_name: str = PACK_DIR_NAME, extra_args: tuple[str, ...] = ()):
+                 pack_source: str = REPO_ROOT, pack_name: str = PACK_DIR_NAME, extra_args: tuple[str, ...] = (),
+                 pythonpath: tuple[str, ...] = (), extra_custom_nodes: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None):
         self.comfyui_dir = comfyui_dir
         self.base_dir = os.path.abspath(base_dir)
         self.python = python
         self.pack_source = pack_source
         self.pack_name = pack_name
         self.extra_args = tuple(extra_args)
+        #: folders put first on the server's PYTHONPATH (its own frontend / templates packages)
+        self.pythonpath = tuple(p for p in pythonpath if p)
+        #: name -> folder of other custom-node packs to link next to ours (test-only helpers)
+        self.extra_custom_nodes = dict(extra_custom_nodes or {})
+        self.extra_env = dict(env or {})
         self.input_dir = os.path.join(self.base_dir, "input")
         self.output_dir = os.path.join(self.base_dir, "output")
         self.temp_dir = os.path.join(self.base_dir, "temp")
@@ -130,6 +137,10 @@ class ComfyUIServer:
             os.makedirs(os.path.join(self.base_dir, sub), exist_ok=True)
         if not os.path.lexists(self.pack_path):
             os.symlink(self.pack_source, self.pack_path, target_is_directory=True)
+        for name, source in self.extra_custom_nodes.items():
+            link = os.path.join(self.custom_nodes_dir, name)
+            if not os.path.lexists(link):
+                os.symlink(os.path.abspath(source), link, target_is_directory=True)
 
     def start(self, timeout: float = 120.0, attempts: int = 3) -> ComfyUIServer:
         self.prepare()
@@ -153,7 +164,9 @@ class ComfyUIServer:
                # its default database lives in <ComfyUI>/user/, outside the base dir (and absent here)
                "--database-url", "sqlite:///" + os.path.join(self.base_dir, "user", "comfyui.db"),
                *self.extra_args]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", **self.extra_env)
+        if self.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join([*self.pythonpath, *filter(None, [env.get("PYTHONPATH")])])
         self._log_file = open(self.log_path, "ab")
         self._log_file.write(f"$ {' '.join(cmd)}\n".encode())
         self._log_file.flush()
@@ -278,6 +291,12 @@ class ComfyUIServer:
 
     def interrupt(self) -> None:
         self._request("POST", "/interrupt")
+
+    def version(self) -> str:
+        """ComfyUI's version as /system_stats reports it ("" when it does not say)."""
+        r = self._request("GET", "/system_stats")
+        r.raise_for_status()
+        return str(r.json().get("system", {}).get("comfyui_version", ""))
 
 
 def error_messages(entry: dict) -> list[dict]:

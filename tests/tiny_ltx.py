@@ -58,8 +58,10 @@ VAE = {
     "causal_decoder": False, "timestep_conditioning": False, "decoder_base_channels": 8,
     "encoder_blocks": [["res_x", {"num_layers": 1}], ["compress_all", {"multiplier": 2}],
                        ["compress_all", {"multiplier": 2}], ["compress_all", {"multiplier": 2}]],
+    # res_x at both ends, as in the real decoder (ComfyUI detects the LTX video VAE by up_blocks.0.res_blocks)
     "decoder_blocks": [["res_x", {"num_layers": 1}], ["compress_all", {"multiplier": 2}],
-                       ["compress_all", {"multiplier": 2}], ["compress_all", {"multiplier": 2}]],
+                       ["compress_all", {"multiplier": 2}], ["compress_all", {"multiplier": 2}],
+                       ["res_x", {"num_layers": 1}]],
 }
 AUDIO_VAE = {
     "model": {"params": {"sampling_rate": 16000, "ddconfig": {
@@ -82,8 +84,11 @@ UPSAMPLER = {"in_channels": 128, "mid_channels": 32, "num_blocks_per_stage": 1, 
              "spatial_upsample": True, "temporal_upsample": False, "spatial_scale": 2.0}
 GEMMA_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
               "num_key_value_heads": 1, "head_dim": 32, "sliding_window": 64, "max_position_embeddings": 2048}
-GEMMA_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+#: SigLIP tower: head size 72 as in Gemma 3 12B's (1152 / 16), so a loader can infer the head count from shapes
+GEMMA_VISION = {"hidden_size": 144, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                 "image_size": 224, "patch_size": 14}
+#: the SentencePiece vocabulary (the ComfyUI single file embeds it; the model's embedding covers it)
+SPM_VOCAB = 256
 SPECIAL_TOKENS = ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
 
 
@@ -93,7 +98,8 @@ class TinyModels:
     dev: str
     distilled: str
     upsampler: str
-    gemma: str
+    gemma: str  # Hugging Face folder
+    comfy_gemma: str  # the same model as one ComfyUI file (text_encoders/gemma_3_12B_it.safetensors)
     distilled_lora: str
     ic_lora: str
     user_lora: str
@@ -208,7 +214,7 @@ def write_gemma(folder: str) -> None:
     # tokenizer.model (sentencepiece; ltx-core locates the tokenizer folder by it) and tokenizer.json
     # (what transformers loads, as in the real Gemma repository: no slow-tokenizer conversion needed)
     spm.SentencePieceTrainer.train(
-        input=corpus, model_prefix=os.path.join(folder, "tokenizer"), vocab_size=256, model_type="bpe",
+        input=corpus, model_prefix=os.path.join(folder, "tokenizer"), vocab_size=SPM_VOCAB, model_type="bpe",
         pad_id=0, eos_id=1, bos_id=2, unk_id=3, user_defined_symbols=SPECIAL_TOKENS, character_coverage=1.0,
         minloglevel=2)
     with open(corpus) as f:
@@ -222,7 +228,7 @@ def write_gemma(folder: str) -> None:
         vocab_size=256, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>", *SPECIAL_TOKENS], show_progress=False))
     tok.save(os.path.join(folder, "tokenizer.json"))
     ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-    vocab_size = tok.get_vocab_size()
+    vocab_size = max(tok.get_vocab_size(), SPM_VOCAB)
     template = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
                 "else 'user' }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in "
                 "m['content'] %}{% if c['type'] == 'image' %}<start_of_image>{% else %}{{ c['text'] }}{% endif %}"
@@ -260,6 +266,49 @@ def write_gemma(folder: str) -> None:
         json.dump({"bos_token_id": 2, "eos_token_id": [1, ids["<end_of_turn>"]], "pad_token_id": 0}, f)
 
 
+#: HF Gemma 3 key prefixes (transformers 4.x and 5.x) -> the ComfyUI single-file layout (Comfy-Org/ltx-2
+#: split_files/text_encoders/gemma_3_12B_it*.safetensors): language model under model.*, SigLIP under
+#: vision_model.*, the projector under multi_modal_projector.*, no lm_head (tied embeddings).
+COMFY_GEMMA_PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
+                        ("model.vision_tower.vision_model.", "vision_model."),
+                        ("vision_tower.vision_model.", "vision_model."), ("model.vision_tower.", "vision_model."),
+                        ("vision_tower.", "vision_model."), ("model.multi_modal_projector.", "multi_modal_projector."))
+
+
+def write_comfy_gemma(hf_folder: str, path: str) -> dict:
+    """The tiny Gemma of `hf_folder` as ONE file in ComfyUI's layout, its SentencePiece tokenizer embedded
+    as the uint8 tensor `spiece_model` (what core's LTXAVTextEncoderLoader reads). Returns the sizes a
+    test-only patch of core's hard-coded Gemma 3 12B config needs (also written to <path>.json)."""
+    import glob
+
+    from safetensors.torch import load_file
+
+    sd = {}
+    for f in sorted(glob.glob(os.path.join(hf_folder, "*.safetensors"))):
+        sd.update(load_file(f))
+    out = {}
+    for key, value in sd.items():
+        for old, new in COMFY_GEMMA_PREFIXES:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        if key != "lm_head.weight":
+            out[key] = value
+    with open(os.path.join(hf_folder, "tokenizer.model"), "rb") as f:
+        out["spiece_model"] = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+    save_file(out, path)
+    with open(os.path.join(hf_folder, "config.json")) as f:
+        cfg = json.load(f)
+    sizes = {"text": {k: cfg["text_config"][k] for k in (*GEMMA_TEXT, "vocab_size")},
+             "vision": dict(GEMMA_VISION), "mm_tokens_per_image": cfg["mm_tokens_per_image"],
+             "transformer": {"video": TRANSFORMER["num_attention_heads"] * TRANSFORMER["attention_head_dim"],
+                             "audio": TRANSFORMER["audio_num_attention_heads"]
+                             * TRANSFORMER["audio_attention_head_dim"]}}
+    with open(path + ".json", "w") as f:
+        json.dump(sizes, f, indent=1)
+    return sizes
+
+
 def build_tiny_models(root: str) -> TinyModels:
     """Write the tiny models tree under `root` (a few seconds; deterministic)."""
     from ltx_outpaint.local.lora_targets import stream_of
@@ -273,6 +322,7 @@ def build_tiny_models(root: str) -> TinyModels:
         distilled=os.path.join(dirs["checkpoints"], "ltx-2.3-22b-distilled.safetensors"),
         upsampler=os.path.join(dirs["latent_upscale_models"], "ltx-2.3-spatial-upscaler-x2-1.0.safetensors"),
         gemma=os.path.join(dirs["text_encoders"], "gemma-3-tiny"),
+        comfy_gemma=os.path.join(dirs["text_encoders"], "gemma_3_12B_it.safetensors"),
         distilled_lora=os.path.join(dirs["loras"], "ltx-2.3-22b-distilled-lora-384.safetensors"),
         ic_lora=os.path.join(dirs["loras"], "ltx-2.3-22b-ic-lora-in-outpainting-0.9.safetensors"),
         user_lora=os.path.join(dirs["loras"], "user-av-lora.safetensors"),
@@ -281,6 +331,7 @@ def build_tiny_models(root: str) -> TinyModels:
     write_checkpoint(m.distilled, 100)
     write_upsampler(m.upsampler)
     write_gemma(m.gemma)
+    write_comfy_gemma(m.gemma, m.comfy_gemma)
     video_only = lambda k: stream_of(k.removeprefix("model.")) == "video"  # noqa: E731
     write_lora(m.distilled_lora, m.dev, 31, video_only)
     write_lora(m.ic_lora, m.dev, 32, video_only, metadata={"reference_downscale_factor": "1"})

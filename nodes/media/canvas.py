@@ -19,8 +19,9 @@ ANCHORS: dict[str, tuple[float, float]] = {
     "bottom_left": (0.0, 1.0), "bottom": (0.5, 1.0), "bottom_right": (1.0, 1.0),
 }
 
-#: Flat colour of the area to generate in the composite (the official recipe paints it green).
-FILL_RGB = (0.0, 1.0, 0.0)
+#: The colour painted where the model generates: Lightricks' #66FF00 (ComfyUI-LTXVideo vanish_nodes.py:92,
+#: _BG_COLOR_RGB, used by LTXVInpaintPreprocess in the official outpaint workflow); 0..1 floats.
+FILL_RGB = (102 / 255, 1.0, 0.0)
 
 
 @dataclass(frozen=True)
