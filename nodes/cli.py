@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input", help="Source video: a file path or an https URL (fetched with the safe downloader).")
     r.add_argument("-o", "--output", required=True, help="Output MP4 path (a .json sidecar is written beside it).")
     r.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto = local when every model file for --mode is found, else fal when a fal key is "
+                   help="auto = local when every model file for --recipe is found, else fal when a fal key is "
                         "configured (FAL_KEY or the pack's settings), else the free preview (no AI).")
     r.add_argument("--fill", choices=("blur", "mirror"), default="blur", help="Preview backend fill style.")
     f = r.add_argument_group("fal backend (paid; key from FAL_KEY / FAL_KEY_ID+FAL_KEY_SECRET / settings)")
@@ -109,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--deadline-s", type=float, default=3600.0, help="Cancel the fal job after this long.")
     f.add_argument("--no-sse", action="store_true", help="Poll fal's status instead of streaming it.")
     lo = r.add_argument_group("local backend (LTX-2.3 on this machine's GPU via ltx-core; pip install .[local])")
-    lo.add_argument("--mode", choices=("quality", "fast"), default="quality",
-                    help="quality: dev checkpoint + distilled LoRA, res_2s, CFG when guidance_scale > 1; "
-                         "fast: distilled checkpoint, fixed 8-step schedule.")
+    lo.add_argument("--recipe", choices=("official", "ic_lora_pipeline"), default="official",
+                    help="official: Lightricks' LTX-2.3 IC-LoRA outpaint workflow (dev + distilled LoRA, two "
+                         "stages); ic_lora_pipeline: ltx-pipelines' ICLoraPipeline (distilled checkpoint, "
+                         "latent upsampler). See the README's recipe table.")
     lo.add_argument("--precision", choices=("auto", "bf16", "fp8"), default="auto",
                     help="Transformer weights; auto = fp8 on GPUs under 60 GB or when only fp8 files exist.")
     lo.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cuda:N or cpu.")
@@ -164,12 +165,12 @@ def _local_config(args: argparse.Namespace):
         if not sep or not path:
             raise InputError("--model", f"expected ROLE=PATH, got {item!r}")
         explicit.append((role.strip(), os.path.expanduser(path.strip())))
-    return LocalConfig(mode=args.mode, precision=args.precision, device=args.device, search=search,
+    return LocalConfig(recipe=args.recipe, engine="ltxcore", precision=args.precision, device=args.device, search=search,
                        explicit=tuple(explicit), loras_dir=args.loras_dir)
 
 
 def _local_ready(config) -> bool:
-    """True when ltx-core is installed and every model file for the mode is found."""
+    """True when ltx-core is installed and every model file for the recipe is found."""
     import importlib.util
 
     from .local.backend import prefer_fp8
@@ -178,7 +179,7 @@ def _local_ready(config) -> bool:
     if importlib.util.find_spec("ltx_core") is None:
         return False
     try:
-        find_models(config.mode, config.search, fp8=prefer_fp8(config.precision, config.device),
+        find_models(config.pipeline_mode, config.search, fp8=prefer_fp8(config.precision, config.device),
                     explicit=dict(config.explicit))
     except (MissingModelsError, InputError):
         return False

@@ -64,7 +64,7 @@ WORKFLOWS = {
              "missing and where to get them). fp8 is picked automatically on GPUs under 60 GB. "
              "Leave the prompt empty or describe the scene, not the edit.",
         nodes=[LOAD, CANVAS, ("lora", "LTXOutpaintLoraStack", {"scale": 0.8, "transformer": "both"}, (460, 620)),
-               ("backend", "LTXOutpaintLocalBackend", {"mode": "quality"}, (460, 820)),
+               ("backend", "LTXOutpaintLocalBackend", {"recipe": "official"}, (460, 820)),
                _outpaint("out", (900, 80)), _save("save", (1340, 80), "ltx-outpaint/local")],
         links=BASE_LINKS + [("backend", "backend", "out", "backend"), ("lora", "lora_stack", "out", "loras")],
         canvas={"resolution": "landscape_16_9", "source_scale": 0.75}),
@@ -80,7 +80,7 @@ WORKFLOWS = {
     "ltx-outpaint-local-vs-fal": dict(
         note="Local vs fal side by side: the same clip, canvas, prompt and seed on both backends "
              "(same request fields, same meaning). Compare the two saved MP4s.",
-        nodes=[LOAD, CANVAS, ("local", "LTXOutpaintLocalBackend", {"mode": "quality"}, (460, 620)),
+        nodes=[LOAD, CANVAS, ("local", "LTXOutpaintLocalBackend", {"recipe": "official"}, (460, 620)),
                ("fal", "LTXOutpaintFalBackend", {"max_cost_usd": 1.0}, (460, 820)),
                _outpaint("out", (900, 80)), _outpaint("out_fal", (900, 760)),
                _save("save", (1340, 80), "ltx-outpaint/compare-local"),

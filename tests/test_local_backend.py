@@ -87,7 +87,7 @@ def test_same_seed_repeats_and_other_seed_changes_the_generated_area(tiny_models
 
 
 def test_fast_mode_and_generate_audio_off(tiny_models, source):
-    result = _run(tiny_models, source, config=_config(tiny_models, mode="fast"), generate_audio=False,
+    result = _run(tiny_models, source, config=_config(tiny_models, recipe="ic_lora_pipeline"), generate_audio=False,
                   guidance_scale=3.0, enable_safety_checker=False)
     assert tuple(result.frames.shape) == (FRAMES, H, W, 3)
     assert result.audio is None
@@ -217,7 +217,7 @@ def test_comfyui_graph_with_local_backend(comfyui, tiny_models):
     name = put_input(comfyui, clip("local_graph.mp4", width=64, height=96, frames=12, fps=8), "local_src.mp4")
     g = graph(name, width=W, height=H, num_frames=FRAMES, fps=FPS, prefix="itest/local")
     g["4"] = {"class_type": "LTXOutpaintLocalBackend", "inputs": {
-        "mode": "quality", "precision": "auto", "keep_loaded": False, "model_paths": ""}}
+        "recipe": "official", "precision": "auto", "keep_loaded": False, "model_paths": ""}}
     g["3"]["inputs"].update({"lora": "none", "path_or_url": tiny_models.user_lora, "scale": 0.5})
     g["5"]["inputs"].update({"num_inference_steps": 8, "enable_prompt_expansion": False})
     entry = comfyui.run(g, timeout=600)

@@ -25,10 +25,10 @@ class LocalBackendNode(io.ComfyNode):
                         "(checkpoints, loras, latent_upscale_models, text_encoders). No safety checker runs "
                         "locally.",
             inputs=[
-                io.Combo.Input("mode", options=["quality", "fast"], default="quality",
-                               tooltip="quality: dev checkpoint + distilled LoRA, res_2s sampler, "
-                                       "num_inference_steps, CFG when guidance_scale > 1. fast: distilled "
-                                       "checkpoint, fixed 8-step schedule, no CFG."),
+                io.Combo.Input("recipe", options=["official", "ic_lora_pipeline"], default="official",
+                               tooltip="official: Lightricks' LTX-2.3 IC-LoRA outpaint workflow, value for value "
+                                       "(dev + distilled LoRA 0.5, two stages). ic_lora_pipeline: ltx-pipelines' "
+                                       "ICLoraPipeline (distilled checkpoint, latent upsampler)."),
                 io.Combo.Input("precision", options=["auto", "bf16", "fp8"], default="auto",
                                tooltip="Transformer weights. fp8 halves their memory (fp8 checkpoint, or a "
                                        "bf16 one cast while loading); auto = fp8 on GPUs under 60 GB."),
@@ -44,10 +44,11 @@ class LocalBackendNode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, mode, precision, keep_loaded, model_paths="") -> io.NodeOutput:
-        return io.NodeOutput(_local_config(mode, precision, keep_loaded, model_paths))
+    def execute(cls, recipe, precision, keep_loaded, model_paths="") -> io.NodeOutput:
+        return io.NodeOutput(_local_config(recipe, precision, keep_loaded, model_paths))
 
-def _local_config(mode="quality", precision="auto", keep_loaded=False, model_paths=""):
+
+def _local_config(recipe="official", precision="auto", keep_loaded=False, model_paths=""):
     from ..local.backend import LocalConfig
     from ..local.models import ModelSearch
 
@@ -59,7 +60,7 @@ def _local_config(mode="quality", precision="auto", keep_loaded=False, model_pat
                 raise InputError("model_paths", f"expected ROLE=PATH, got {line.strip()!r}")
             explicit.append((role.strip(), os.path.expanduser(path.strip())))
     search = ModelSearch.from_lookup(folder_paths.get_folder_paths).merge(ModelSearch.from_env())
-    return LocalConfig(mode=mode, precision=precision, keep_loaded=keep_loaded, search=search,
+    return LocalConfig(recipe=recipe, precision=precision, keep_loaded=keep_loaded, search=search,
                        explicit=tuple(explicit), free_memory=_free_comfy_models)
 
 def _free_comfy_models() -> None:

@@ -19,7 +19,7 @@ def register_routes() -> None:
 
     @routes.get("/ltx_outpaint/constants")
     async def web_constants(request):
-        from .web_constants import constants
+        from ..web_constants import constants
 
         return web.json_response(constants())
 
@@ -35,7 +35,7 @@ def register_routes() -> None:
         import dataclasses
 
         from ..settings import Settings
-        from .web_constants import BACKENDS
+        from ..web_constants import BACKENDS
 
         body = await request.json()
         current = Settings.load()

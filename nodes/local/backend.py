@@ -25,16 +25,20 @@ log = logging.getLogger(__name__)
 
 SAFETY_NOTE = ("enable_safety_checker: the local backend has no safety model, so this output was NOT "
                "checked (only fal's endpoint runs one)")
-MODES = ("quality", "fast")
 PRECISIONS = ("auto", "bf16", "fp8")
+ENGINES = ("auto", "native", "ltxcore")
+OFFLOADS = ("auto", "none", "blocks")
 
 
 @dataclass(frozen=True)
 class LocalConfig:
     """Settings of the local backend (the "Outpaint Backend: Local GPU" node, or CLI options)."""
 
-    mode: str = "quality"  # quality: dev + distilled LoRA, res_2s, CFG; fast: distilled checkpoint
+    recipe: str = "official"  # a name from recipe.RECIPES
+    #: auto: ComfyUI core's LTX-2 when running inside a ComfyUI that has it, else ltx-core
+    engine: str = "auto"
     precision: str = "auto"  # transformer weights: auto | bf16 | fp8
+    offload: str = "auto"  # ltx-core engine: stream transformer blocks to the GPU ("blocks") when it is small
     keep_loaded: bool = False
     device: str = "auto"
     #: Where to look for models (None: $LTX_OUTPAINT_MODELS_DIR).
@@ -44,11 +48,26 @@ class LocalConfig:
     #: Folder whose ltx-outpaint-url-cache/ keeps LoRAs fetched from URLs (None: first loras folder).
     loras_dir: str | None = None
     free_memory: Callable[[], None] | None = field(default=None, compare=False)
+    #: models from other loaders (native engine only): ComfyUI MODEL / CLIP / VAE / audio VAE objects
+    model: object = field(default=None, compare=False)
+    clip: object = field(default=None, compare=False)
+    vae: object = field(default=None, compare=False)
+    audio_vae: object = field(default=None, compare=False)
     kind: str = field(default="local", init=False)
 
+    @property
+    def pipeline_mode(self) -> str:
+        """The ltx-core pipeline's mode for this recipe (until the pipeline reads recipe.py itself)."""
+        return {"official": "quality", "ic_lora_pipeline": "fast"}[self.recipe]
+
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise InputError("mode", f"got {self.mode!r}; allowed: {', '.join(MODES)}")
+        from .recipe import get_recipe
+
+        get_recipe(self.recipe)
+        if self.engine not in ENGINES:
+            raise InputError("engine", f"got {self.engine!r}; allowed: {', '.join(ENGINES)}")
+        if self.offload not in OFFLOADS:
+            raise InputError("offload", f"got {self.offload!r}; allowed: {', '.join(OFFLOADS)}")
         if self.precision not in PRECISIONS:
             raise InputError("precision", f"got {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
 
@@ -102,7 +121,7 @@ class LocalBackend:
         cfg = self.config
         req, clip, lay = job.request, job.clip, job.layout
         search = self._search()
-        models = find_models(cfg.mode, search, fp8=prefer_fp8(cfg.precision, cfg.device),
+        models = find_models(cfg.pipeline_mode, search, fp8=prefer_fp8(cfg.precision, cfg.device),
                              explicit=dict(cfg.explicit))
         loras = self._user_loras(job, search)
         progress.check()
@@ -121,10 +140,10 @@ class LocalBackend:
         if req.enable_safety_checker:
             log.warning(SAFETY_NOTE)
             notes.append(SAFETY_NOTE)
-        if cfg.mode == "fast" and req.num_inference_steps != 15:
+        if cfg.pipeline_mode == "fast" and req.num_inference_steps != 15:
             notes.append(f"num_inference_steps {req.num_inference_steps} ignored: fast mode uses the fixed "
                          "8-step distilled schedule")
-        if cfg.mode == "fast" and req.guidance_scale > 1:
+        if cfg.pipeline_mode == "fast" and req.guidance_scale > 1:
             notes.append("guidance_scale ignored: fast mode (distilled) runs without CFG")
         pipeline = OutpaintPipeline(PipelineConfig(models, device=cfg.device, precision=cfg.precision,
                                                    keep_loaded=cfg.keep_loaded, free_memory=cfg.free_memory))
@@ -134,7 +153,7 @@ class LocalBackend:
             guidance_scale=req.guidance_scale, video_strength=req.video_strength,
             generate_audio=req.generate_audio, source_audio=audio,
             enhance_prompt=req.enable_prompt_expansion, loras=loras)
-        log.info("local LTX-2.3 (%s, %s): %dx%d, %d frames at %g fps, models: %s", cfg.mode,
+        log.info("local LTX-2.3 (%s, %s): %dx%d, %d frames at %g fps, models: %s", cfg.pipeline_mode,
                  "fp8" if pipeline.fp8 else "bf16", lay.width, lay.height, n, fps,
                  ", ".join(f"{k}={os.path.basename(v)}" for k, v in models.paths.items()))
         out = pipeline.run(inputs, progress)

@@ -2,9 +2,9 @@
 GET /ltx_outpaint/constants): canvas presets, anchors, each backend's snapping and fal's price."""
 from __future__ import annotations
 
-from ..media.canvas import ANCHORS, EVEN_SNAP, FILL_RGB, LTX_SNAP
-from ..cost import PIXELS_PER_UNIT, USD_PER_MEGAPIXEL
-from ..request import RESOLUTION_PRESETS
+from .media.canvas import ANCHORS, EVEN_SNAP, FILL_RGB, LTX_SNAP
+from .cost import PIXELS_PER_UNIT, USD_PER_MEGAPIXEL
+from .request import RESOLUTION_PRESETS
 
 BACKENDS = ("preview", "fal", "local")
 
