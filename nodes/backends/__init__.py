@@ -62,6 +62,8 @@ class OutpaintResult:
     #: An already-encoded MP4 of the result (remote backends), else None.
     video_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: quality report (media/quality.py QualityReport.to_dict()), when the backend computed one
+    quality: dict | None = None
 
 
 class Backend(Protocol):

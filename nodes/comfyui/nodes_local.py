@@ -1,6 +1,7 @@
 """Local GPU node: the LTX-2.3 backend on this machine."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -8,6 +9,8 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..errors import InputError
+from ..local.backend import ENGINES
+from ..local.recipe import DEFAULT_RECIPE, RECIPES
 from .common import BACKEND, CATEGORY
 
 log = logging.getLogger(__name__)
@@ -20,35 +23,53 @@ class LocalBackendNode(io.ComfyNode):
             node_id="LTXOutpaintLocalBackend",
             display_name="Outpaint Backend: Local GPU (LTX-2.3)",
             category=CATEGORY,
-            description="Run LTX-2.3 on this machine with Lightricks' ltx-core (pip install ltx-core "
-                        "ltx-pipelines). Model files are found in ComfyUI's model folders "
-                        "(checkpoints, loras, latent_upscale_models, text_encoders). No safety checker runs "
-                        "locally.",
+            description="Run LTX-2.3 on this machine. In a ComfyUI whose core has LTX-2 the outpaint node expands "
+                        "into core nodes (ComfyUI's own model loading, offloading, progress); elsewhere it runs "
+                        "Lightricks' ltx-core (pip install ltx-core==1.0.0 ltx-pipelines==1.0.0). Model files are "
+                        "found by name in ComfyUI's model folders, or come from the optional sockets. No safety "
+                        "checker runs locally.",
             inputs=[
-                io.Combo.Input("recipe", options=["official", "ic_lora_pipeline"], default="official",
+                io.Combo.Input("recipe", options=list(RECIPES), default=DEFAULT_RECIPE,
                                tooltip="official: Lightricks' LTX-2.3 IC-LoRA outpaint workflow, value for value "
                                        "(dev + distilled LoRA 0.5, two stages). ic_lora_pipeline: ltx-pipelines' "
                                        "ICLoraPipeline (distilled checkpoint, latent upsampler)."),
+                io.Combo.Input("engine", options=list(ENGINES), default="auto",
+                               tooltip="auto: ComfyUI core's LTX-2 when this ComfyUI has it, else ltx-core. "
+                                       "native: core only. ltxcore: Lightricks' ltx-core only."),
                 io.Combo.Input("precision", options=["auto", "bf16", "fp8"], default="auto",
-                               tooltip="Transformer weights. fp8 halves their memory (fp8 checkpoint, or a "
-                                       "bf16 one cast while loading); auto = fp8 on GPUs under 60 GB."),
+                               tooltip="Which checkpoint file to prefer: fp8 halves the transformer's memory; "
+                                       "auto = fp8 on GPUs under 60 GB."),
                 io.Boolean.Input("keep_loaded", default=False,
-                                 tooltip="Keep the weights in RAM and the last prompt encoding between runs "
-                                         "(faster reruns, uses CPU RAM)."),
+                                 tooltip="ltx-core engine: keep the weights in RAM and the last prompt encoding "
+                                         "between runs (the native engine uses ComfyUI's model cache)."),
                 io.String.Input("model_paths", default="", multiline=True, optional=True,
-                                tooltip="Optional explicit files, one ROLE=PATH per line (roles: dev, "
-                                        "distilled, distilled_lora, ic_lora_outpaint, spatial_upsampler, "
-                                        "text_encoder)."),
+                                tooltip="ltx-core engine: explicit files inside ComfyUI's model folders, one "
+                                        "ROLE=PATH per line (roles: dev, distilled, distilled_lora, "
+                                        "ic_lora_outpaint, spatial_upsampler, text_encoder)."),
+                io.Model.Input("model", optional=True,
+                               tooltip="Native engine: an LTX-2.3 MODEL from any loader (GGUF, nvfp4, other "
+                                       "packs) instead of the checkpoint file."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="Native engine: the LTX-2.3 text encoder (CLIP) from any loader."),
+                io.Vae.Input("vae", optional=True, tooltip="Native engine: the LTX-2.3 video VAE."),
+                io.Vae.Input("audio_vae", optional=True, tooltip="Native engine: the LTX-2.3 audio VAE."),
             ],
             outputs=[BACKEND.Output(display_name="backend", tooltip="Connect to the outpaint node.")],
         )
 
     @classmethod
-    def execute(cls, recipe, precision, keep_loaded, model_paths="") -> io.NodeOutput:
-        return io.NodeOutput(_local_config(recipe, precision, keep_loaded, model_paths))
+    def execute(cls, recipe, engine, precision, keep_loaded, model_paths="", model=None, clip=None, vae=None,
+                audio_vae=None) -> io.NodeOutput:
+        config = _local_config(recipe, precision, keep_loaded, model_paths, engine=engine)
+        if any(x is not None for x in (model, clip, vae, audio_vae)):
+            if engine == "ltxcore":
+                raise InputError("engine", "model / clip / vae / audio_vae sockets need the native engine "
+                                           "(engine auto or native)")
+            config = dataclasses.replace(config, model=model, clip=clip, vae=vae, audio_vae=audio_vae)
+        return io.NodeOutput(config)
 
 
-def _local_config(recipe="official", precision="auto", keep_loaded=False, model_paths=""):
+def _local_config(recipe=DEFAULT_RECIPE, precision="auto", keep_loaded=False, model_paths="", engine="auto"):
     from ..local.backend import LocalConfig
     from ..local.models import ModelSearch
 
@@ -60,15 +81,91 @@ def _local_config(recipe="official", precision="auto", keep_loaded=False, model_
                 raise InputError("model_paths", f"expected ROLE=PATH, got {line.strip()!r}")
             explicit.append((role.strip(), os.path.expanduser(path.strip())))
     search = ModelSearch.from_lookup(folder_paths.get_folder_paths).merge(ModelSearch.from_env())
-    return LocalConfig(recipe=recipe, precision=precision, keep_loaded=keep_loaded, search=search,
+    return LocalConfig(recipe=recipe, engine=engine, precision=precision, keep_loaded=keep_loaded, search=search,
                        explicit=tuple(explicit), free_memory=_free_comfy_models)
 
+
 def _free_comfy_models() -> None:
-    """Unload ComfyUI's own models before the local backend loads LTX-2.3."""
+    """Unload ComfyUI's own models before the ltx-core engine loads LTX-2.3."""
     import comfy.model_management
 
     comfy.model_management.unload_all_models()
     comfy.model_management.soft_empty_cache()
+
+
+def choose_engine(config) -> tuple[str, str | None]:
+    """("native" | "ltxcore", why native is not used or None) for a local-backend config, inside ComfyUI."""
+    from ..local.native import unavailable_reason
+    from ..local.recipe import get_recipe
+
+    if config.engine == "ltxcore":
+        return "ltxcore", "engine ltxcore chosen on the backend node"
+    reason = unavailable_reason(get_recipe(config.recipe))
+    if reason is None:
+        return "native", None
+    if config.engine == "native":
+        raise InputError("engine", f"native was chosen but {reason}; use engine auto or ltxcore")
+    if any(x is not None for x in (config.model, config.clip, config.vae, config.audio_vae)):
+        raise InputError("model", f"the model sockets need the native engine, but {reason}")
+    return "ltxcore", reason
+
+
+def native_expansion(request, clip_data, canvas, config, unique_id: str, progress) -> tuple[dict, list]:
+    """The outpaint job as a graph of core nodes + the pack's helpers (blocking: runs in a worker thread)."""
+    import random
+
+    import torch
+
+    from ..backends import prepare_job
+    from ..backends.preview import fit_audio, source_indices
+    from ..local.backend import SAFETY_NOTE, LocalBackend, prefer_fp8
+    from ..local.native import prompt_generation_available
+    from ..local.native.graph import NativeInputs, build_graph
+    from ..local.native.models import find_native_models
+    from ..local.recipe import get_recipe, resolve
+    from ..media.canvas import composite
+    from .common import to_comfy_audio
+
+    recipe = get_recipe(config.recipe)
+    backend = LocalBackend(config)
+    job = prepare_job(request, clip_data, canvas, backend)
+    lay, n, fps = job.layout, job.num_frames, float(request.frames_per_second)
+    need_ckpt = config.model is None or config.vae is None or config.clip is None or (
+        request.generate_audio and config.audio_vae is None)
+    models = find_native_models(recipe, fp8=prefer_fp8(config.precision, config.device),
+                                listing=folder_paths.get_filename_list, folders=folder_paths.get_folder_paths,
+                                need_checkpoint=need_ckpt, need_text_encoder=config.clip is None)
+    loras = tuple((path, float(scale), target) for path, scale, target in backend.user_lora_files(job))
+    progress.check()
+    frames = clip_data.frames[source_indices(clip_data.num_frames, clip_data.fps, n, fps)]
+    placed = composite(frames, lay, fill=(0.5, 0.5, 0.5))
+    first = frames[:1].clone()
+    del frames
+    mask = lay.mask()
+    audio = None
+    if clip_data.audio is not None and not clip_data.audio.silent and request.generate_audio:
+        audio = to_comfy_audio(fit_audio(clip_data.audio, n / fps))
+    seed = request.seed if request.seed is not None else random.randint(0, 2**32 - 1)
+    resolved = resolve(recipe, request, width=lay.width, height=lay.height, frames=n, seed=seed)
+    notes = [f"engine: native (ComfyUI core LTX-2), recipe {recipe.name}", *resolved.notes, *models.notes]
+    expand = bool(request.enable_prompt_expansion)
+    if expand and not prompt_generation_available():
+        notes.append("enable_prompt_expansion: this ComfyUI has no TextGenerateLTX2Prompt node; prompt used as is")
+        expand = False
+    if request.enable_safety_checker:
+        log.warning(SAFETY_NOTE)
+        notes.append(SAFETY_NOTE)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    inputs = NativeInputs(models=models, placed=placed, mask=mask, source_audio=audio, loras=loras,
+                          first_frame=first, model=config.model, clip=config.clip, vae=config.vae,
+                          audio_vae=config.audio_vae, finish={"notes": notes, "backend": "local (native)"})
+    graph, outputs = build_graph(resolved, inputs, prefix=f"{unique_id}.ltx.", expand_prompt=expand)
+    w1, h1 = resolved.stage_size(0)
+    progress.report(0, 1, f"native LTX-2.3 ({recipe.name}): stage 1 {w1}x{h1}, stage 2 {lay.width}x{lay.height}, "
+                          f"{n} frames at {fps:g} fps; {len(graph)} nodes")
+    log.info("native engine: %s recipe, %dx%d, %d frames, models %s", recipe.name, lay.width, lay.height, n, models)
+    return graph, outputs
 
 
 NODES = [LocalBackendNode]

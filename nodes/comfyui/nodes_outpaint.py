@@ -7,6 +7,7 @@ import folder_paths
 from comfy_api.latest import io
 
 import asyncio
+import dataclasses
 
 from ..backends import PreviewConfig, run_outpaint_async
 from ..cost import estimate_cost
@@ -110,6 +111,7 @@ class Outpaint(io.ComfyNode):
             ],
             outputs=OUTPAINT_OUTPUTS,
             hidden=[io.Hidden.unique_id],
+            enable_expand=True,  # the local backend's native engine expands into core nodes
         )
 
     @classmethod
@@ -119,8 +121,19 @@ class Outpaint(io.ComfyNode):
                                   loras=tuple(loras or ())).validate()
         if backend is None:
             backend = _default_backend()
-        progress = ComfyProgress(cls.hidden.unique_id)
+        unique_id = cls.hidden.unique_id
+        progress = ComfyProgress(unique_id)
         clip = await asyncio.to_thread(clip_from_video, video)  # decoding must not block ComfyUI's loop
+        if getattr(backend, "kind", None) == "local":
+            from .nodes_local import choose_engine, native_expansion
+
+            engine, why_not = choose_engine(backend)
+            if engine == "native":
+                graph, outputs = await asyncio.to_thread(native_expansion, request, clip, canvas, backend,
+                                                         str(unique_id), progress)
+                return io.NodeOutput(*outputs, expand=graph)
+            log.info("LTXOutpaint: local backend on ltx-core (%s)", why_not)
+            backend = dataclasses.replace(backend, engine="ltxcore", why_not_native=why_not)
         result = await interruptible(run_outpaint_async(request, clip, canvas, backend, progress))
         n, h, w = result.frames.shape[:3]
         summary = f"{result.backend}: {w}x{h}, {n} frames @ {result.fps:g} fps, seed {result.seed}; " \

@@ -53,6 +53,8 @@ class LocalConfig:
     clip: object = field(default=None, compare=False)
     vae: object = field(default=None, compare=False)
     audio_vae: object = field(default=None, compare=False)
+    #: set by the ComfyUI adapter when `auto` fell back to ltx-core: why the native engine was not used
+    why_not_native: str | None = None
     kind: str = field(default="local", init=False)
 
     @property
@@ -101,21 +103,26 @@ class LocalBackend:
                                       "$LTX_OUTPAINT_MODELS_DIR (its loras/ subfolder) or --loras-dir")
         return folders[0]
 
-    def _user_loras(self, job: OutpaintJob, search: ModelSearch):
-        from .ltxcore.pipeline import UserLora
+    def user_lora_files(self, job: OutpaintJob) -> list[tuple[str, float, str]]:
+        """(path on disk, scale, target) per user LoRA; URLs are fetched into the loras folder's cache."""
         from ..lora_fetch import fetch_lora
         from ..loras import check_lora_file
 
+        search = self._search()
         out = []
         for i, spec in enumerate(job.request.loras):
-            where = f"loras[{i}]"
             if spec.is_url():
                 path = fetch_lora(spec.path, self._loras_dir(search))
             else:
                 path = spec.path
-                check_lora_file(path, where)
-            out.append(UserLora(path, float(spec.scale), spec.transformer))
-        return tuple(out)
+                check_lora_file(path, f"loras[{i}]")
+            out.append((path, float(spec.scale), spec.transformer))
+        return out
+
+    def _user_loras(self, job: OutpaintJob, search: ModelSearch):
+        from .ltxcore.pipeline import UserLora
+
+        return tuple(UserLora(path, scale, target) for path, scale, target in self.user_lora_files(job))
 
     def run(self, job: OutpaintJob, progress: Progress) -> OutpaintResult:
         cfg = self.config
@@ -136,7 +143,9 @@ class LocalBackend:
         if clip.audio is not None and not clip.audio.silent:
             audio = fit_audio(clip.audio, n / fps)
         seed = req.seed if req.seed is not None else random.randint(0, 2**32 - 1)
-        notes = list(models.notes)
+        notes = [f"engine: ltx-core, recipe {cfg.recipe}"
+                 + (f" (native engine not used: {cfg.why_not_native})" if cfg.why_not_native else ""),
+                 *models.notes]
         if req.enable_safety_checker:
             log.warning(SAFETY_NOTE)
             notes.append(SAFETY_NOTE)

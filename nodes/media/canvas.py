@@ -124,10 +124,10 @@ def place_frames(frames: torch.Tensor, layout: CanvasLayout, out: torch.Tensor, 
         out[start:start + chunk, s.y:s.y + s.height, s.x:s.x + s.width, :] = block.permute(0, 2, 3, 1)
 
 
-def composite(frames: torch.Tensor, layout: CanvasLayout) -> torch.Tensor:
-    """The reference composite: source placed on the canvas, the rest flat FILL_RGB. [F,H,W,3]."""
+def composite(frames: torch.Tensor, layout: CanvasLayout, fill: tuple[float, float, float] = FILL_RGB) -> torch.Tensor:
+    """The source placed on the canvas, the rest flat `fill` (default the recipe's green). [F,H,W,3]."""
     out = torch.empty(frames.shape[0], layout.height, layout.width, 3, dtype=torch.float32)
-    out[:] = torch.tensor(FILL_RGB, dtype=torch.float32)
+    out[:] = torch.tensor(fill, dtype=torch.float32)
     place_frames(frames, layout, out)
     return out
 

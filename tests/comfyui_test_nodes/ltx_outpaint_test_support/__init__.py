@@ -1,7 +1,13 @@
-"""TEST-ONLY custom-node pack: lets ComfyUI core load the tests' TINY random-weight Gemma 3.
+"""TEST-ONLY custom-node pack for the native-engine tests. It never ships with the pack.
 
-Loaded only by the tests (tests/conftest.py links it into the test server's custom_nodes/ and sets
-LTX_OUTPAINT_TEST_TINY_GEMMA to the sizes file that tests/tiny_ltx.py writes). It never ships with the pack.
+Loaded only by the tests (they link it into a test server's custom_nodes/ and set its environment):
+- LTX_OUTPAINT_TEST_TINY_GEMMA = the sizes file tests/tiny_ltx.py writes: patches core's Gemma sizes (below);
+- LTX_OUTPAINT_TEST_PROBE_DIR = a folder: every diffusion-model call appends a line to `model_calls.log`
+  there, and sleeps the seconds written in `delay` (if that file exists) first, so a test can interrupt a
+  run between steps and count what ran after;
+- node `LTXTestSaveTensor`: saves an IMAGE batch as a .pt file in the output folder (exact frames to compare).
+
+Gemma:
 
 ComfyUI core hard-codes three Gemma 3 12B sizes that a tiny model cannot meet (see
 /work/shared/notes/ltx-outpaint.md and comfy/text_encoders/{llama,lt}.py):
@@ -15,8 +21,8 @@ import json
 import logging
 import os
 
-NODE_CLASS_MAPPINGS = {}
 ENV = "LTX_OUTPAINT_TEST_TINY_GEMMA"
+PROBE_ENV = "LTX_OUTPAINT_TEST_PROBE_DIR"
 
 
 def _apply(sizes: dict) -> None:
@@ -73,3 +79,49 @@ def _apply(sizes: dict) -> None:
 if os.environ.get(ENV):
     with open(os.environ[ENV]) as f:
         _apply(json.load(f))
+
+
+def _probe(folder: str) -> None:
+    import time
+
+    import comfy.model_base
+
+    apply_model = comfy.model_base.BaseModel.apply_model
+
+    def probed(self, *args, **kwargs):
+        delay_file = os.path.join(folder, "delay")
+        if os.path.exists(delay_file):
+            with open(delay_file) as f:
+                time.sleep(float(f.read().strip() or 0))
+        with open(os.path.join(folder, "model_calls.log"), "a") as f:
+            f.write(f"{time.time():.3f}\n")
+        return apply_model(self, *args, **kwargs)
+
+    comfy.model_base.BaseModel.apply_model = probed
+
+
+if os.environ.get(PROBE_ENV):
+    _probe(os.environ[PROBE_ENV])
+
+
+class SaveTensor:
+    """Save an IMAGE batch exactly (torch.save) as <output>/<name>.pt."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "name": ("STRING", {"default": "frames"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def save(self, images, name):
+        import folder_paths
+        import torch
+
+        torch.save(images.clone(), os.path.join(folder_paths.get_output_directory(), f"{name}.pt"))
+        return {}
+
+
+NODE_CLASS_MAPPINGS = {"LTXTestSaveTensor": SaveTensor}
