@@ -73,4 +73,4 @@ def test_mask_and_composite():
     comp = composite(frames, lay)
     assert comp.shape == (3, 64, 128, 3)
     assert torch.allclose(comp[:, :, 48:80], frames, atol=1e-6)  # same size: pasted exactly
-    assert torch.all(comp[:, :, :48] == torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.all(comp[:, :, :48] == torch.tensor([102 / 255, 1.0, 0.0]))  # #66FF00, the official fill

@@ -41,7 +41,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..blend import blend_frames
+from ..blend import pyramid_blend
+from ..recipe import OFFICIAL
 from ...media.canvas import Rect
 from ..models import ResolvedModels
 from ...media.decode import Audio
@@ -330,7 +331,9 @@ class OutpaintPipeline:
         half_composite = _resize_frames(inputs.composite, h // 2, w // 2)
         half_rect = Rect(inputs.source_rect.x // 2, inputs.source_rect.y // 2,
                          inputs.source_rect.width // 2, inputs.source_rect.height // 2)
-        blend_frames(half, half_composite, half_rect, max(1, self.config.blend_band // 2))
+        half_mask = torch.ones(h // 2, w // 2)
+        half_mask[half_rect.y:half_rect.y + half_rect.height, half_rect.x:half_rect.x + half_rect.width] = 0
+        half = pyramid_blend(half, half_composite, half_mask, dilation=OFFICIAL.stages[0].blend_dilation)
         del half_composite
         encoder = self._load(ledger, "video_encoder")
         latent = encoder(_to_model_video(half, h // 2, w // 2, self.device, self.dtype))
@@ -358,7 +361,10 @@ class OutpaintPipeline:
         progress.report(tracker.total, tracker.total, "decoding")
         t = time.perf_counter()
         frames = self._decode_video(ledger, video_latent, generator, tiled=self.config.tiled_decode)
-        blend_frames(frames, inputs.composite, inputs.source_rect, self.config.blend_band)
+        r = inputs.source_rect
+        final_mask = torch.ones(h, w)
+        final_mask[r.y:r.y + r.height, r.x:r.x + r.width] = 0
+        frames = pyramid_blend(frames, inputs.composite, final_mask, dilation=OFFICIAL.stages[1].blend_dilation)
         audio = None
         if inputs.generate_audio:
             if audio_real:
