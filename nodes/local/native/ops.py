@@ -22,6 +22,21 @@ def freeze_latent(latent: dict) -> dict:
     return out
 
 
+def spatial_tiles(length: int, tiles: int, overlap: int) -> tuple[list[tuple[int, int]], int]:
+    """(start, end) latent cells of each tile along one axis, and the overlap used. The official node's
+    geometry: tile = (length + (tiles - 1) * overlap) // tiles, tile i starts at i * (tile - overlap), the last
+    one ends at `length`. On latents too small for it (tile <= overlap, e.g. tiny test canvases, where the
+    official node fails) fewer tiles are used, then a smaller overlap."""
+    while tiles > 1 and (length + (tiles - 1) * overlap) // tiles <= overlap:
+        tiles -= 1
+    if tiles == 1:
+        return [(0, length)], 0
+    tile = (length + (tiles - 1) * overlap) // tiles
+    spans = [(i * (tile - overlap), min(i * (tile - overlap) + tile, length) if i < tiles - 1 else length)
+             for i in range(tiles)]
+    return spans, overlap
+
+
 def _ramp(n: int, rising: bool, device) -> torch.Tensor:
     return torch.linspace(0, 1, n, device=device) if rising else torch.linspace(1, 0, n, device=device)
 
@@ -35,30 +50,26 @@ def spatial_tiled_decode(vae, samples: torch.Tensor, horizontal: int, vertical: 
     b, _, t, h, w = samples.shape
     t_scale, h_scale, w_scale = vae.downscale_index_formula
     frames = 1 + (t - 1) * t_scale
+    rows, row_overlap = spatial_tiles(h, vertical, overlap)
+    cols, col_overlap = spatial_tiles(w, horizontal, overlap)
     out = weights = None
-    tile_h = (h + (vertical - 1) * overlap) // vertical
-    tile_w = (w + (horizontal - 1) * overlap) // horizontal
-    for v in range(vertical):
-        for x in range(horizontal):
+    for v, (vs, ve) in enumerate(rows):
+        for x, (hs, he) in enumerate(cols):
             comfy.model_management.throw_exception_if_processing_interrupted()
-            hs = x * (tile_w - overlap)
-            he = min(hs + tile_w, w) if x < horizontal - 1 else w
-            vs = v * (tile_h - overlap)
-            ve = min(vs + tile_h, h) if v < vertical - 1 else h
             dec = vae.decode(samples[:, :, :, vs:ve, hs:he])  # [B, F, th*32, tw*32, 3] (or [B*F, ...])
             dec = dec.reshape(b, frames, *dec.shape[-3:]).float()
             if out is None:
                 out = torch.zeros((b, frames, h * h_scale, w * w_scale, dec.shape[-1]), device=dec.device)
                 weights = torch.zeros((1, 1, h * h_scale, w * w_scale, 1), device=dec.device)
             wt = torch.ones((1, 1, dec.shape[2], dec.shape[3], 1), device=dec.device)
-            oh, ow = overlap * h_scale, overlap * w_scale
+            oh, ow = row_overlap * h_scale, col_overlap * w_scale
             if x > 0:
                 wt[:, :, :, :ow] *= _ramp(ow, True, dec.device).view(1, 1, 1, -1, 1)
-            if x < horizontal - 1:
+            if x < len(cols) - 1:
                 wt[:, :, :, -ow:] *= _ramp(ow, False, dec.device).view(1, 1, 1, -1, 1)
             if v > 0:
                 wt[:, :, :oh] *= _ramp(oh, True, dec.device).view(1, 1, -1, 1, 1)
-            if v < vertical - 1:
+            if v < len(rows) - 1:
                 wt[:, :, -oh:] *= _ramp(oh, False, dec.device).view(1, 1, -1, 1, 1)
             y0, x0 = vs * h_scale, hs * w_scale
             out[:, :, y0:y0 + dec.shape[2], x0:x0 + dec.shape[3]] += dec * wt
@@ -68,11 +79,16 @@ def spatial_tiled_decode(vae, samples: torch.Tensor, horizontal: int, vertical: 
     return out.reshape(b * frames, *out.shape[2:]).clamp_(0.0, 1.0)
 
 
-def _inside(path: str, folders: list[str]) -> bool:
-    real = os.path.realpath(path)
-    for folder in folders:
-        root = os.path.realpath(folder)
-        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+def listed_lora(path: str) -> bool:
+    """True when `path` names a file of ComfyUI's own loras list (a loras folder + one of its listed names),
+    as core's LoraLoader trusts them; no `..`, no paths outside those folders."""
+    import folder_paths
+
+    listed = {n.replace("\\", "/") for n in folder_paths.get_filename_list("loras")}
+    full = os.path.abspath(path)
+    for folder in folder_paths.get_folder_paths("loras"):
+        rel = os.path.relpath(full, os.path.abspath(folder))
+        if not rel.startswith("..") and not os.path.isabs(rel) and rel.replace(os.sep, "/") in listed:
             return True
     return False
 
@@ -82,10 +98,9 @@ def apply_lora_target(model, lora_path: str, strength: float, target: str):
     core's own LoRA loader. The file must lie inside one of ComfyUI's loras folders."""
     import comfy.sd
     import comfy.utils
-    import folder_paths
 
-    if not _inside(lora_path, folder_paths.get_folder_paths("loras")) or not os.path.isfile(lora_path):
-        raise InputError("loras", "a LoRA file must lie inside ComfyUI's loras folders")
+    if not listed_lora(lora_path):
+        raise InputError("loras", "not allowed or not found: a LoRA must be a file of ComfyUI's loras folders")
     if strength == 0:
         return model
     sd = comfy.utils.load_torch_file(lora_path, safe_load=True)

@@ -120,7 +120,9 @@ class SaveTensor:
         import folder_paths
         import torch
 
-        torch.save(images.clone(), os.path.join(folder_paths.get_output_directory(), f"{name}.pt"))
+        path = os.path.join(folder_paths.get_output_directory(), f"{name}.pt")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.save(images.clone(), path)
         return {}
 
 
