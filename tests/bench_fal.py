@@ -134,7 +134,8 @@ def make_instrumented(FalClient, FalBackend):
 async def one_job(fake, mode: str, run_seconds: float, out_dir: str, seed: int) -> dict:
     from ltx_outpaint.backends import Progress
     from ltx_outpaint.fal.backend import FalBackend, FalConfig
-    from ltx_outpaint.fal.client import FalClient, FalHosts
+    from ltx_outpaint.fal.client import FalClient
+    from ltx_outpaint.fal.hosts import FalHosts
     from ltx_outpaint.fal.journal import Journal, JournalEntry
     from ltx_outpaint.request import ENDPOINT_ID, OutpaintRequest
 
@@ -313,7 +314,8 @@ def raw_upload(fake, path: str, size: int) -> dict:
 
 
 async def our_upload(fake, path: str, multipart: bool) -> dict:
-    from ltx_outpaint.fal.client import FalClient, FalHosts
+    from ltx_outpaint.fal.client import FalClient
+    from ltx_outpaint.fal.hosts import FalHosts
 
     spans: list[tuple[str, str, float, float]] = []
 

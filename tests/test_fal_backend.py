@@ -100,12 +100,15 @@ def test_transient_faults_still_succeed_with_one_billable_submit(fal, tmp_path, 
     assert fal.submits == 1
 
 
-def test_submit_that_created_a_job_is_never_retried(fal, tmp_path, source_path):
+def test_submit_answered_5xx_with_a_request_id_is_followed_to_its_result(fal, tmp_path, source_path):
+    """Ambiguous submit #1: fal created the job but answered 503 naming it; one job, followed and saved."""
     fal.inject("submit", "503_after_create")
-    with pytest.raises(Exception) as e:
-        run(tmp_path, source_path)
-    assert "503" in str(e.value)
+    res = run(tmp_path, source_path)
+    (rid,) = fal.jobs
+    assert json.load(open(res.video_path + ".json"))["request_id"] == rid
     assert fal.submits == 1 and len(submit_bodies(fal)) == 1
+    assert Journal().get(rid).state == "saved"
+    assert any("HTTP 503" in n and rid in n for n in res.notes), res.notes
 
 
 def test_job_error_shows_fal_message_and_error_type(fal, tmp_path, source_path):

@@ -75,7 +75,7 @@ class FalBackend:
 
     # ------------------------------------------------------------------ helpers
     def hosts(self):
-        from .client import FalHosts
+        from .hosts import FalHosts
 
         env = FalHosts.from_env()
         s = Settings.load()
@@ -144,7 +144,7 @@ class FalBackend:
             return await uploads.upload(client, path, progress)
 
     async def _submit(self, client, payload: dict):
-        from .client import FalValidationError
+        from .errors import FalValidationError
 
         try:
             return await client.submit(self.config.endpoint_id, payload)
@@ -153,7 +153,7 @@ class FalBackend:
 
     async def follow_and_save(self, client, handle, entry: JournalEntry, progress: Progress) -> OutpaintResult:
         """Wait for the job (interrupt and deadline cancel it), then save the result before decoding."""
-        from .client import FalTimeout, FalValidationError
+        from .errors import FalTimeout, FalValidationError
 
         started = time.monotonic()
         journal = Journal()
@@ -207,7 +207,8 @@ class FalBackend:
                               str(data.get("prompt", "")), self.name, video_path=path,
                               notes=[f"fal request {handle.request_id}", f"saved {path}",
                                      f"estimate ${entry.cost_estimate_usd or 0:.4f}"
-                                     + (f", billed {billed} MP" if billed is not None else "")])
+                                     + (f", billed {billed} MP" if billed is not None else "")]
+                              + ([handle.note] if handle.note else []))
 
     async def _cancel(self, client, handle, journal: Journal, state: str, why: str) -> None:
         try:
@@ -290,7 +291,9 @@ def sha256_file(path: str) -> str:
 
 async def recover(request_id: str, config: FalConfig = FalConfig(), progress: Progress | None = None):
     """Re-attach to a request by id (from the journal, or built from the endpoint id) and save its result."""
-    from .client import FalClient, QueueHandle, split_endpoint_id
+    from .client import FalClient
+    from .hosts import split_endpoint_id
+    from .queue import QueueHandle
 
     backend = FalBackend(config)
     progress = progress or Progress()
