@@ -157,7 +157,8 @@ def test_interrupt_cancels_the_job_and_stops_polling(fal, tmp_path, source_path,
 
 
 def test_cost_guard_refuses_before_uploading(fal, tmp_path, source_path):
-    with pytest.raises(InputError, match=r"max_cost_usd: estimated cost ~\$0.0144 \(6 MP, estimate\) is above the limit of \$0.0010"):
+    with pytest.raises(InputError, match=r"^max_cost_usd \(Outpaint Backend: fal.ai\): estimated cost ~\$0.0144 "
+                                         r"\(6 MP, estimate\) is above the limit of \$0.0010"):
         run(tmp_path, source_path, config=FalConfig(output_dir=str(tmp_path / "out"), max_cost_usd=0.001))
     assert fal.requests == []
 
@@ -170,17 +171,25 @@ def test_more_than_three_loras_refused_before_anything_is_sent(fal, tmp_path, so
 
 
 @pytest.mark.parametrize("field,value,ours", [
-    ("num_frames", 5000, "num_frames (LTX-2.3 Outpaint)"),
-    ("source_scale", 3.0, "source_scale (Outpaint Canvas)"),
-    ("resolution", "huge", "resolution (Outpaint Canvas)"),
-    ("video_url", None, "video (Load Video)"),
-    ("guidance_scale", 0, "guidance_scale (LTX-2.3 Outpaint)"),
-    ("loras", [{"path": "x", "scale": 9, "transformer": "both"}], "loras (LoRA Stack).0.scale"),
+    ("num_frames", 5000, "num_frames (LTX-2.3 Outpaint): fal rejected the value: Input should be less than or "
+                         "equal to 481"),
+    ("source_scale", 3.0, "source_scale (Outpaint Canvas): fal rejected the value: Input should be less than or "
+                          "equal to 1"),
+    ("resolution", "huge", "resolution (Outpaint Canvas): fal rejected the value: Input should be 'square_hd', "
+                           "'square', 'portrait_4_3', 'portrait_16_9', 'landscape_4_3' or 'landscape_16_9'"),
+    ("video_url", None, "video (Load Video): fal rejected the value: Field required"),
+    ("guidance_scale", 0, "guidance_scale (LTX-2.3 Outpaint): fal rejected the value: Input should be greater than "
+                          "or equal to 1"),
+    ("loras", [{"path": "https://x/a.safetensors", "scale": 1, "transformer": "both"},
+               {"path": "x", "scale": 9, "transformer": "both"}],
+     "scale (LoRA Stack #2): fal rejected the value: Input should be less than or equal to 4"),
 ])
-def test_422_names_our_input(fal, field, value, ours):
+def test_422_names_our_input_once_with_its_node(fal, field, value, ours):
     import asyncio
 
     from ltx_outpaint.fal.client import FalClient
+    from ltx_outpaint.fal.errors import FalValidationError
+    from ltx_outpaint.fal.messages import validation_input_error
 
     payload = {**OutpaintRequest(prompt="p", num_frames=9).to_fal_input(), "video_url": "https://x/v.mp4"}
     if value is None:
@@ -191,11 +200,11 @@ def test_422_names_our_input(fal, field, value, ours):
 
     async def go():
         async with FalClient(KEY, backend.hosts()) as client:
-            await backend._submit(client, payload)
+            await client.submit(backend.config.endpoint_id, payload)
 
-    with pytest.raises(InputError) as e:
+    with pytest.raises(FalValidationError) as e:
         asyncio.run(go())
-    assert ours in str(e.value) and "fal rejected the request" in str(e.value)
+    assert str(validation_input_error(e.value)) == ours
 
 
 def test_no_audio_and_sync_mode(fal, tmp_path, source_path):
@@ -311,14 +320,14 @@ def test_422_at_run_time_names_our_input(tmp_path, source_path, monkeypatch):
 
         async def go():
             async with FalClient(KEY, backend.hosts()) as client:
-                handle = await backend._submit(client, payload)
+                handle = await client.submit(cfg.endpoint_id, payload)
                 from ltx_outpaint.fal.journal import JournalEntry
 
                 entry = Journal().record(JournalEntry(handle.request_id, cfg.endpoint_id, handle.status_url,
                                                       handle.response_url, handle.cancel_url, request=payload))
                 await backend.follow_and_save(client, handle, entry, Progress())
 
-        with pytest.raises(InputError, match=r"num_frames \(LTX-2.3 Outpaint\)"):
+        with pytest.raises(InputError, match=r"^num_frames \(LTX-2.3 Outpaint\): fal rejected the value"):
             asyncio.run(go())
 
 
@@ -339,7 +348,8 @@ def test_local_lora_uploaded_once_and_size_capped(fal, tmp_path, source_path, mo
     assert fal.count("POST", "/files/upload") == 2  # the clip and the LoRA, each once
     monkeypatch.setattr(fal_backend, "MAX_LORA_BYTES", 10)
     n = len(fal.requests)
-    with pytest.raises(InputError, match=r"loras\[0\]: mine.safetensors is .* GiB; fal accepts at most 3 GiB"):
+    with pytest.raises(InputError, match=r"^path_or_url \(LoRA Stack #1\): mine.safetensors is .* GiB; fal "
+                                         r"accepts at most 3 GiB$"):
         run(tmp_path, source_path, req)
     assert len(fal.requests) == n
 

@@ -36,6 +36,10 @@ class Progress:
     def interrupted(self) -> bool:
         return False
 
+    def note(self, text: str) -> None:
+        """An outcome the user must see even when the run stops (e.g. "fal request X cancelled")."""
+        log.warning("%s", text)
+
     def check(self) -> None:
         """Raise :class:`Interrupted` if the user asked to stop."""
         if self.interrupted():

@@ -29,6 +29,7 @@ USER_AGENT = "comfyui-ltx-outpaint (httpx)"
 KEY_HELP = ("fal keys come from fal.ai/dashboard/keys; set FAL_KEY (or FAL_KEY_ID + FAL_KEY_SECRET) "
             "or store the key in the pack's settings")
 OnProgress = Callable[[int, "int | None"], Any]
+PENDING_WAIT_S = 600.0  # how long closing a client waits for shielded work (cancel, paid download)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class FalHttp:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._token = None  # storage token (storage.py)
         self._token_lock: asyncio.Lock | None = None
+        self._pending: set[asyncio.Task] = set()  # shielded work (a cancel, a paid download) to finish first
 
     def __repr__(self) -> str:
         return f"FalClient(hosts={self.hosts!r}, key=<hidden>, open={self._http is not None})"
@@ -146,9 +148,21 @@ class FalHttp:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
+        if self._pending:  # a cancel or a paid result's download still running after the caller stopped
+            log.info("finishing %d fal request(s) (a cancel or a paid result's download) before closing",
+                     len(self._pending))
+            try:
+                await asyncio.wait(set(self._pending), timeout=PENDING_WAIT_S)
+            except asyncio.CancelledError:  # stopped again: close now (the journal keeps the request id)
+                pass
         http, self._http, self._token = self._http, None, None
         if http is not None:
             await http.aclose()
+
+    def keep_open_for(self, task: asyncio.Task) -> None:
+        """Do not close this client before `task` ends (closing waits up to PENDING_WAIT_S)."""
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     # ------------------------------------------------------------------ plumbing
 
