@@ -192,7 +192,8 @@ class FalBackend:
         try:
             handle = await client.submit(self.config.endpoint_id, payload)
         except FalSubmitUnknown as exc:
-            raise self._unknown_submit(journal, payload, cost, str(exc)) from exc
+            why = f"the connection broke after the submit was sent ({exc.detail or exc})"
+            raise self._unknown_submit(journal, payload, cost, why) from exc
         except (asyncio.CancelledError, KeyboardInterrupt) as exc:  # the POST may have reached fal
             self._unknown_submit(journal, payload, cost, f"the run was stopped while submitting ({type(exc).__name__})")
             raise
@@ -205,8 +206,8 @@ class FalBackend:
     def _unknown_submit(self, journal: Journal, payload: dict, cost, why: str) -> FalSubmitUnknown:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         entry = journal.record_unknown(self.config.endpoint_id, payload, why, cost.usd)
-        text = (f"{why}. fal may have created and billed this job; it was not submitted again (that could bill "
-                f"twice). " + FIND_UNKNOWN_JOB.format(endpoint=self.config.endpoint_id, when=when)
+        text = (f"fal submit: {why}; fal may have created and billed this job; it was not submitted again (that "
+                f"could bill twice): " + FIND_UNKNOWN_JOB.format(endpoint=self.config.endpoint_id, when=when)
                 + f"; journaled as {entry.request_id}")
         log.warning("%s", text)
         return FalSubmitUnknown(text)
