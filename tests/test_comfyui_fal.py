@@ -14,20 +14,32 @@ from ltx_outpaint.request import FIELDS, OutpaintRequest
 from ltx_outpaint.media.decode import decode_video
 from test_comfyui_graph import graph, put_input, saved_files
 
+
+def error_message(entry) -> str:
+    """The execution error text as ComfyUI reports it (history / websocket `exception_message`)."""
+    for kind, data in entry["status"]["messages"]:
+        if kind == "execution_error":
+            assert data["exception_type"] == "LTXOutpaintError", data["exception_type"]
+            return data["exception_message"].rstrip("\n")
+    raise AssertionError(f"no execution_error in {entry['status']}")
+
 pytestmark = pytest.mark.comfyui
 
 KEY = "kid-LTXSECRET-7f3a91:sec-LTXSECRET-c0ffee42"
+
+
+def point_settings_at(comfyui, fake) -> None:
+    """Base URLs through the pack's settings route (127.0.0.1 is allowed by the server's environment)."""
+    r = httpx.post(comfyui.base_url + "/ltx_outpaint/settings",
+                   json={"fal_queue_url": fake.queue_url, "fal_rest_url": fake.rest_url, "fal_cdn_url": fake.cdn_url})
+    assert r.status_code == 200, r.text
 
 
 @pytest.fixture
 def fal_in_comfy(comfyui):
     """A fresh local fal server; ComfyUI's pack settings point at it; the key is stored via the pack route."""
     with FakeFal(keys={KEY}, max_side=64, queue_seconds=0.1, run_seconds=0.3) as fake:
-        settings_dir = os.path.join(comfyui.base_dir, "user", "ltx_outpaint")
-        os.makedirs(settings_dir, exist_ok=True)
-        with open(os.path.join(settings_dir, "settings.json"), "w") as f:
-            json.dump({"fal_queue_url": fake.queue_url, "fal_rest_url": fake.rest_url,
-                       "fal_cdn_url": fake.cdn_url}, f)
+        point_settings_at(comfyui, fake)
         r = httpx.post(comfyui.base_url + "/ltx_outpaint/fal_key", json={"key": KEY})
         assert r.status_code == 200 and r.json()["configured"] and KEY not in r.text
         status = httpx.get(comfyui.base_url + "/ltx_outpaint/fal_key").json()
@@ -109,3 +121,58 @@ def test_key_appears_nowhere(comfyui, fal_in_comfy):
             for part in parts:
                 assert part.encode() not in data, path
     assert checked > 3
+
+
+# ---------------------------------------------------------------- the settings route cannot redirect the key
+
+
+def _post_settings(comfyui, body=None, content=None):
+    kw = {"json": body} if content is None else {"content": content}
+    return httpx.post(comfyui.base_url + "/ltx_outpaint/settings", **kw)
+
+
+@pytest.mark.parametrize("body,status,error", [
+    ({"fal_queue_url": "https://attacker.example/q"}, 400,
+     "fal_queue_url: attacker.example is not one of fal's hosts"),
+    ({"fal_rest_url": "http://192.168.1.5:8000/rest"}, 400, "fal_rest_url: 192.168.1.5:8000 is not one of fal's"),
+    ({"fal_cdn_url": "https://v3.fal.media.attacker.example"}, 400, "fal_cdn_url: v3.fal.media.attacker.example"),
+    ({"fal_max_cost_usd": "abc"}, 400, "fal_max_cost_usd: expected a number of US dollars, got str"),
+    ({"default_backend": False}, 400, "default_backend: got False; allowed: preview, fal, local"),
+    ({"fal_queue_url": ["https://queue.fal.run"]}, 400, "fal_queue_url: expected a string"),
+    ({"nope": 1}, 400, "nope: unknown setting"),
+    (["x"], 400, "the body must be a JSON object"),
+    (None, 400, "the body must be JSON"),
+])
+def test_settings_route_refuses_other_hosts_and_wrong_types_with_400(comfyui, body, status, error):
+    before = httpx.get(comfyui.base_url + "/ltx_outpaint/settings").json()
+    r = _post_settings(comfyui, body, content=b"{not json" if body is None else None)
+    assert r.status_code == status and r.json()["error"].startswith(error), r.text
+    assert httpx.get(comfyui.base_url + "/ltx_outpaint/settings").json() == before  # nothing saved
+
+
+def test_settings_route_accepts_fal_hosts_and_the_hosts_the_server_environment_allows(comfyui):
+    """127.0.0.1 is allowed only because the test server was started with LTX_OUTPAINT_FAL_ALLOW_CUSTOM_HOSTS."""
+    r = _post_settings(comfyui, {"fal_queue_url": "https://eu.queue.fal.run/", "fal_max_cost_usd": 2,
+                                 "default_backend": "preview"})
+    assert r.status_code == 200 and r.json()["fal_queue_url"] == "https://eu.queue.fal.run"
+    assert r.json()["fal_max_cost_usd"] == 2.0
+    r = _post_settings(comfyui, {"fal_queue_url": "http://127.0.0.1:9/queue", "fal_max_cost_usd": 0})
+    assert r.status_code == 200 and r.json()["fal_queue_url"] == "http://127.0.0.1:9/queue"
+
+
+def test_a_settings_file_naming_another_host_gets_no_request_and_a_clear_error(comfyui, fal_in_comfy):
+    """Hand-edited settings.json pointing at a host the environment does not allow: refused before sending."""
+    with FakeFal(keys={KEY}, max_side=64) as elsewhere:
+        settings = os.path.join(comfyui.base_dir, "user", "ltx_outpaint", "settings.json")
+        with open(settings, "w") as f:  # "localhost" is not in the server's allow-list (127.0.0.1 is)
+            json.dump({"fal_queue_url": elsewhere.queue_url.replace("127.0.0.1", "localhost"),
+                       "fal_rest_url": elsewhere.rest_url.replace("127.0.0.1", "localhost"),
+                       "fal_cdn_url": elsewhere.cdn_url.replace("127.0.0.1", "localhost")}, f)
+        entry = comfyui.run(fal_graph(comfyui, prefix="fal_elsewhere/out"), timeout=120)
+        port = elsewhere.base_url.rsplit(":", 1)[1]
+        assert error_message(entry) == (
+            f"fal_queue_url (LTX Outpaint settings): localhost:{port} is not one of fal's hosts (https://*.fal.run, "
+            "*.fal.ai, *.fal.media); the fal key is only sent there unless whoever starts the server sets "
+            "LTX_OUTPAINT_FAL_ALLOW_CUSTOM_HOSTS=1 (or a list of host[:port]) or the LTX_OUTPAINT_FAL_QUEUE_URL / "
+            "LTX_OUTPAINT_FAL_REST_URL / LTX_OUTPAINT_FAL_CDN_URL variables")
+        assert elsewhere.requests == [] and fal_in_comfy.requests == []

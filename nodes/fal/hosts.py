@@ -31,6 +31,7 @@ ENV_ALLOW_CUSTOM_HOSTS = "LTX_OUTPAINT_FAL_ALLOW_CUSTOM_HOSTS"
 ENV_URLS = {"queue": ENV_QUEUE_URL, "rest": ENV_REST_URL, "cdn": ENV_CDN_URL}
 DEFAULTS = {"queue": DEFAULT_QUEUE_URL, "rest": DEFAULT_REST_URL, "cdn": DEFAULT_CDN_URL}
 FAL_DOMAINS = ("fal.run", "fal.ai", "fal.media")
+SETTINGS_NODE = "LTX Outpaint settings"  # where messages say a settings-file value comes from
 NAMESPACES = ("workflows", "comfy")  # a first segment that comes before owner/alias
 _TRUE = ("1", "true", "yes", "on", "*")
 _FALSE = ("", "0", "false", "no", "off")
@@ -145,7 +146,7 @@ def resolve_hosts(explicit: Mapping[str, str] | None = None, settings: Mapping[s
         if not value:
             value = ((settings or {}).get(name) or "").strip()
             if value and not policy.allows(value):
-                raise InputError(f"fal_{name}_url", "the pack's settings name " + policy.refusal(value))
+                raise InputError(f"fal_{name}_url", policy.refusal(value), node=SETTINGS_NODE)
         chosen[name] = value or DEFAULTS[name]
     return FalHosts(**chosen)
 
@@ -186,3 +187,12 @@ def split_endpoint_id(endpoint_id: str) -> EndpointId:
     if len(parts) < 2 or not parts[0] or not parts[1]:
         raise ValueError(f"invalid fal endpoint id {endpoint_id!r}: expected [namespace/]owner/alias[/path]")
     return EndpointId(parts[0], parts[1], "/".join(parts[2:]) or None, namespace)
+
+
+def check_settings_hosts(values: Mapping[str, str], environ: Mapping[str, str] | None = None) -> None:
+    """Raise ValueError when a `fal_*_url` setting names a host the server's environment does not allow."""
+    policy = HostPolicy.from_env(environ)
+    for name in ("fal_queue_url", "fal_rest_url", "fal_cdn_url"):
+        url = values.get(name) or ""
+        if url and not policy.allows(url):
+            raise ValueError(f"{name}: {policy.refusal(url)}")

@@ -130,7 +130,7 @@ def _open(path: str) -> av.container.InputContainer:
 
 
 def check_frame_memory(width: int, height: int, frames: int, field: str, advice: str,
-                       limit: int | None = None) -> None:
+                       limit: int | None = None, node: str | None = None) -> None:
     """Refuse, before allocating, a float32 [frames,H,W,3] tensor that would not fit in RAM.
 
     `limit` defaults to 80 % of the currently available memory.
@@ -139,7 +139,7 @@ def check_frame_memory(width: int, height: int, frames: int, field: str, advice:
     limit = int(available_memory_bytes() * 0.8) if limit is None else limit
     if needed > limit:
         raise InputError(field, f"{frames} frames of {width}x{height} need {needed / 2**30:.1f} GiB as float32 "
-                                f"but only {limit / 2**30:.1f} GiB of RAM may be used; {advice}")
+                                f"but only {limit / 2**30:.1f} GiB of RAM may be used; {advice}", node=node)
 
 
 def probe(path: str) -> VideoInfo:
