@@ -77,15 +77,21 @@ class PathPolicy:
         os.path.isfile(os.path.realpath(self._candidate(given)))
         return refused(given, field, node, self.what, self.described)
 
-    def fingerprint(self, given: str) -> str:
-        """A cache key for `given`: the file's mtime when it is allowed; nothing outside is ever touched."""
+    def fingerprint(self, given: str, label: str | None = None) -> str:
+        """A cache key for `given`: its size and mtime when it is an allowed file; nothing outside is touched.
+
+        ComfyUI stores it in the prompt (history, output metadata): it never holds a server path; `label`
+        (default `given`) is what it shows of the input.
+        """
+        label = given if label is None else label
         path = os.path.normpath(os.path.abspath(self._candidate(given)))
         if not self.any and not any(_within(path, r) for r in self.roots):
-            return f"refused:{given}"
+            return f"refused:{label}"
         real = os.path.realpath(path)
         if not self.any and not any(_within(real, r) for r in self.roots):
-            return f"refused:{given}"
+            return f"refused:{label}"
         try:
-            return f"{real}:{os.path.getmtime(real)}"
+            st = os.stat(real)
         except OSError:
-            return f"missing:{given}"
+            return f"missing:{label}"
+        return f"{label}:{st.st_size}:{st.st_mtime_ns}"

@@ -97,7 +97,9 @@ class LoadVideo(io.ComfyNode):
 
         if given and is_url(given):
             return given
-        return media_policy().fingerprint(given or _annotated(video or ""))
+        if given:
+            return media_policy().fingerprint(given)
+        return media_policy().fingerprint(_annotated(video or ""), label=video)
 
     @classmethod
     def execute(cls, video, frame_load_cap, skip_first_frames, select_every_nth, force_fps, max_width,

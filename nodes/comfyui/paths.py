@@ -50,7 +50,7 @@ def lora_fingerprint(lora: str, path_or_url: str) -> str:
     if given:
         return lora_policy().fingerprint(given)
     full = folder_paths.get_full_path("loras", lora) if lora and lora != "none" else None
-    return lora_policy().fingerprint(full) if full else f"none:{lora}"
+    return lora_policy().fingerprint(full, label=lora) if full else f"none:{lora}"
 
 
 __all__ = ["annotated", "lora_fingerprint", "lora_policy", "lora_source", "media_policy"]
