@@ -118,15 +118,26 @@ def make_instrumented(FalClient, FalBackend):
             self.marks["download"] = time.monotonic()
             return out
 
+    from ltx_outpaint.fal import follow
+
     class TimedBackend(FalBackend):
         """Our backend, stamping when save_result has returned (MP4 + sidecar on disk, journal "saved")."""
 
         saved_at: float | None = None
 
-        async def save_result(self, *a, **kw):
-            out = await super().save_result(*a, **kw)
-            self.saved_at = time.monotonic()
-            return out
+        async def follow_and_save(self, *a, **kw):
+            original = follow.save_result
+
+            async def timed(*args, **kwargs):
+                out = await original(*args, **kwargs)
+                self.saved_at = time.monotonic()
+                return out
+
+            follow.save_result = timed  # follow.py's save step calls the module function
+            try:
+                return await super().follow_and_save(*a, **kw)
+            finally:
+                follow.save_result = original
 
     return TimedClient, TimedBackend
 
