@@ -438,3 +438,26 @@ def test_a_url_fal_cannot_download_is_not_retried_and_named_once(fal, tmp_path, 
     assert str(e.value) == ("path_or_url (LoRA Stack #1): fal could not download the file: Failed to download the "
                             "file. Please check if the URL is accessible.")
     assert fal.submits == 1
+
+
+def test_a_paid_result_that_cannot_be_saved_is_journaled_recoverable_and_the_error_says_so(fal, tmp_path,
+                                                                                         source_path):
+    fal.inject("result", "slow", seconds=0.5)
+
+    def expire_when_done():  # the CDN loses the file between COMPLETED and the download
+        while not fal.jobs:
+            time.sleep(0.01)
+        job = fal.wait_job(next(iter(fal.jobs)), timeout=20)
+        fal.expire_file(job.result_url)
+
+    t = threading.Thread(target=expire_when_done)
+    t.start()
+    with pytest.raises(Exception) as e:
+        run(tmp_path, source_path)
+    t.join()
+    (rid,) = fal.jobs
+    assert str(e.value).endswith(f"; fal request {rid} finished (billed) but its result was not saved: load it "
+                                 f"with Recover fal Result, request id {rid}"), str(e.value)
+    entry = Journal().get(rid)
+    assert entry.state == "recoverable" and "Recover fal Result" in entry.error
+    assert [x.request_id for x in Journal().pending()] == [rid]

@@ -217,6 +217,10 @@ async def _save(client, handle, entry: JournalEntry, guard: LatchedProgress, out
             why = str(exc) or type(exc).__name__
             Journal().update(rid, state="recoverable", error=f"completed at fal (billed) but not saved: {why}; "
                                                                f"load it with Recover fal Result ({rid})")
+            if isinstance(exc, FalError):  # say so in the error the user sees
+                exc.args = (f"{exc}; fal request {rid} finished (billed) but its result was not saved: load it "
+                            f"with Recover fal Result, request id {rid}",)
+                exc.message = exc.args[0]
         raise
     guard.report(95, 100, f"fal: result saved to {saved.path}; decoding")
     return saved
