@@ -23,7 +23,7 @@ def register_routes() -> None:
 
     @routes.get("/ltx_outpaint/constants")
     async def web_constants(request):
-        from .web_constants import constants
+        from ..web_constants import constants
 
         return web.json_response(constants())
 

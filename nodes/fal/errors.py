@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-import httpx
+if TYPE_CHECKING:  # httpx is imported only when a fal run starts (ComfyUI start-up time)
+    import httpx
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -89,7 +90,7 @@ def field_errors(detail: Any) -> list[FalFieldError]:
     return out
 
 
-def body_json(resp: httpx.Response) -> Any:
+def body_json(resp: "httpx.Response") -> Any:
     try:
         return resp.json()
     except (ValueError, UnicodeDecodeError):
