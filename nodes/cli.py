@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("interrupted")
         return 130
     except Exception as exc:
-        from .fal.client import FalError
+        from .fal.errors import FalError
 
         if isinstance(exc, FalError):  # fal's message and error_type, never the key
             log.error("%s", exc)

@@ -21,7 +21,7 @@ from .request import LoraSpec
 LORA_KEY_MARKERS = ("lora_A", "lora_B", "lora_down", "lora_up", "lora.down", "lora.up")
 
 
-def check_lora_file(path: str, field: str = "lora") -> int:
+def check_lora_file(path: str, field: str = "lora", node: str | None = None) -> int:
     """Raise :class:`InputError` unless `path` is a safetensors file holding LoRA weights.
 
     Returns the number of LoRA tensors found.
@@ -30,27 +30,29 @@ def check_lora_file(path: str, field: str = "lora") -> int:
 
     name = os.path.basename(path)
     if not os.path.isfile(path):
-        raise InputError(field, f"LoRA file not found: {path}")
+        raise InputError(field, f"LoRA file not found: {name}", node=node)
     if not name.lower().endswith(".safetensors"):
         raise InputError(field, f"{name}: only .safetensors LoRAs are accepted (pickled .pt/.ckpt/.bin "
-                                f"files are never loaded)")
+                                f"files are never loaded)", node=node)
     try:
         with safe_open(path, framework="pt") as f:
             keys = list(f.keys())
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(field, f"{name} is not a valid safetensors file ({exc})") from None
+    except (SafetensorError, ValueError) as exc:
+        raise InputError(field, f"{name} is not a valid safetensors file ({exc})", node=node) from None
+    except OSError:  # its text would name the server path
+        raise InputError(field, f"{name} could not be read", node=node) from None
     lora_keys = [k for k in keys if any(m in k for m in LORA_KEY_MARKERS)]
     if not lora_keys:
         raise InputError(field, f"{name} holds {len(keys)} tensors but no LoRA weights "
-                                f"(no lora_A/lora_B or lora_down/lora_up keys): is it a full checkpoint?")
+                                f"(no lora_A/lora_B or lora_down/lora_up keys): is it a full checkpoint?", node=node)
     return len(lora_keys)
 
 
-def check_lora_spec(spec: LoraSpec, field: str = "lora") -> LoraSpec:
+def check_lora_spec(spec: LoraSpec, field: str = "lora", node: str | None = None) -> LoraSpec:
     """Validate an entry; local files are checked now, URLs when a backend fetches them."""
-    spec.validate(field)
+    spec.validate(node)
     if not spec.is_url():
-        check_lora_file(spec.path, field)
+        check_lora_file(spec.path, field, node)
     elif not spec.path.lower().startswith(("https://", "http://")):
-        raise InputError(field, f"unsupported URL scheme in {spec.path.split('://')[0]}://; use https")
+        raise InputError(field, f"unsupported URL scheme in {spec.path.split('://')[0]}://; use https", node=node)
     return spec

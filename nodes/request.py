@@ -107,6 +107,11 @@ class ImageSize:
     height: int
 
 
+def lora_node(index: int) -> str:
+    """The LoRA Stack node holding entry `index` (0-based) of a stack, as messages name it (1-based)."""
+    return f"LoRA Stack #{index + 1}"
+
+
 @dataclass(frozen=True)
 class LoraSpec:
     """One LoRA: `path` is a URL or a local .safetensors file; `transformer` is both|video|audio."""
@@ -115,13 +120,14 @@ class LoraSpec:
     scale: float = 1.0
     transformer: str = "both"
 
-    def validate(self, where: str = "loras") -> None:
+    def validate(self, node: str | None = None) -> None:
+        """Raise :class:`InputError` naming the bad input of the LoRA Stack node `node` (e.g. "LoRA Stack #2")."""
         if not isinstance(self.path, str) or not self.path.strip():
-            raise InputError(f"{where}.path", "is empty; give a .safetensors file or an https URL")
-        _check_range(f"{where}.scale", self.scale, *LORA_SCALE_RANGE)
+            raise InputError("path_or_url", "is empty; give a .safetensors file or an https URL", node=node)
+        _check_range("scale", self.scale, *LORA_SCALE_RANGE, node=node)
         if self.transformer not in LORA_TARGETS:
-            raise InputError(f"{where}.transformer",
-                               f"got {self.transformer!r}; allowed: {', '.join(LORA_TARGETS)}")
+            raise InputError("transformer", f"got {self.transformer!r}; allowed: {', '.join(LORA_TARGETS)}",
+                             node=node)
 
     def is_url(self) -> bool:
         return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", self.path))
@@ -205,11 +211,11 @@ class OutpaintRequest:
         return cls(**values)
 
 
-def _check_range(name: str, value: Any, lo: float | None, hi: float | None) -> None:
+def _check_range(name: str, value: Any, lo: float | None, hi: float | None, node: str | None = None) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise InputError(name, f"got {value!r}; allowed range {lo} to {hi}")
+        raise InputError(name, f"got {value!r}; allowed range {lo} to {hi}", node=node)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise InputError(name, f"got {value!r}; allowed range {lo} to {hi}")
+        raise InputError(name, f"got {value!r}; allowed range {lo} to {hi}", node=node)
 
 
 def _validate_value(spec: FieldSpec, value: Any) -> None:
@@ -246,5 +252,5 @@ def _validate_value(spec: FieldSpec, value: Any) -> None:
             raise InputError(name, f"got {len(value)} LoRAs; at most {MAX_LORAS} are allowed")
         for i, lora in enumerate(value):
             if not isinstance(lora, LoraSpec):
-                raise InputError(f"loras[{i}]", "expected a LoRA entry (path, scale, transformer)")
-            lora.validate(f"loras[{i}]")
+                raise InputError("loras", f"entry {i + 1} is not a LoRA entry (path, scale, transformer)")
+            lora.validate(lora_node(i))

@@ -5,13 +5,22 @@ the pack's settings (a file with mode 0600 in the settings folder). The settings
 `$LTX_OUTPAINT_CONFIG_DIR`, else ComfyUI's user directory + `/ltx_outpaint` (set by the adapter), else
 `~/.config/ltx-outpaint`. A key is never written to a workflow, widget, log line or error text: it is
 held in :class:`ApiKey`, whose repr and str are masked.
+
+Non-secret settings live in `settings.json` (:class:`Settings`). Every value is type-checked: the HTTP route
+refuses a wrong one with the reason (`Settings.updated`), a hand-edited file falls back to the default for
+it (with a warning). Precedence of the fal base URLs: an explicit value (code, CLI) > the environment
+(`LTX_OUTPAINT_FAL_*_URL`) > `settings.json` > fal's default; a settings file may only name a non-fal host
+when the server's environment allows it (`ltx_outpaint.fal.hosts`).
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -90,33 +99,95 @@ def missing_key_message() -> str:
             "or store a key in the pack's settings; get one at fal.ai/dashboard/keys")
 
 
+BACKENDS = ("preview", "fal", "local")
+MAX_COST_LIMIT_USD = 1000.0
+URL_SETTINGS = ("fal_queue_url", "fal_rest_url", "fal_cdn_url")
+
+
+def _check_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string (an http(s) URL or empty), got {type(value).__name__}")
+    value = value.strip()
+    if value and not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"must be an http(s) URL or empty, got {value[:80]!r}")
+    return value.rstrip("/")
+
+
+def _check_cost(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number of US dollars, got {type(value).__name__}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_COST_LIMIT_USD:
+        raise ValueError(f"got {value!r}; allowed 0 (no limit) to {MAX_COST_LIMIT_USD:g}")
+    return float(value)
+
+
+def _check_backend(value: Any) -> str:
+    if value not in BACKENDS:
+        raise ValueError(f"got {value!r}; allowed: {', '.join(BACKENDS)}")
+    return value
+
+
+_CHECKS = {"fal_queue_url": _check_url, "fal_rest_url": _check_url, "fal_cdn_url": _check_url,
+           "fal_max_cost_usd": _check_cost, "default_backend": _check_backend}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Non-secret settings (settings.json in the settings folder); env vars override."""
+    """Non-secret settings (settings.json in the settings folder). See the module docstring for precedence."""
 
     fal_queue_url: str = ""
     fal_rest_url: str = ""
     fal_cdn_url: str = ""
     fal_max_cost_usd: float = 0.0  # 0 = no limit
-    allow_private_hosts: bool = False
     #: Backend of an outpaint node with no backend connected: preview | fal | local.
     default_backend: str = "preview"
 
     @classmethod
     def load(cls) -> "Settings":
+        """The saved settings; an unreadable file or a wrong value falls back to the default (logged)."""
         path = os.path.join(config_dir(), SETTINGS_FILE)
-        data = {}
+        data: Any = {}
         if os.path.exists(path):
             try:
                 with open(path, encoding="utf-8") as f:
                     data = json.load(f)
             except (OSError, ValueError) as exc:
-                log.warning("ignoring unreadable %s: %s", path, exc)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+                log.warning("ignoring unreadable %s: %s", SETTINGS_FILE, exc)
+        if not isinstance(data, dict):
+            log.warning("ignoring %s: not a JSON object", SETTINGS_FILE)
+            data = {}
+        values = {}
+        for name, value in data.items():
+            if name not in _CHECKS:
+                continue
+            try:
+                values[name] = _CHECKS[name](value)
+            except ValueError as exc:
+                log.warning("%s: ignoring %s (%s); using the default", SETTINGS_FILE, name, exc)
+        return cls(**values)
+
+    def updated(self, body: Any) -> "Settings":
+        """A copy with `body`'s values; raises ValueError naming the first bad field and why."""
+        if not isinstance(body, Mapping):
+            raise ValueError(f"the body must be a JSON object of settings ({', '.join(_CHECKS)})")
+        unknown = sorted(set(body) - set(_CHECKS))
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown setting; known: {', '.join(_CHECKS)}")
+        values = {}
+        for name, value in body.items():
+            try:
+                values[name] = _CHECKS[name](value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return Settings(**{**asdict(self), **values})
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def save(self) -> str:
         path = os.path.join(config_dir(), SETTINGS_FILE)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.__dict__, f, indent=2)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.as_dict(), f, indent=2)
+        os.replace(tmp, path)
         return path

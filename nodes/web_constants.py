@@ -1,12 +1,12 @@
 """What the frontend extensions need to mirror the Python side (one source of truth, served as JSON at
-GET /ltx_outpaint/constants): canvas presets, anchors, each backend's snapping and fal's price."""
+GET /ltx_outpaint/constants): canvas presets, anchors, each backend's snapping and fal's price.
+ComfyUI-free, so tests can compare the route's answer with it."""
 from __future__ import annotations
 
-from .media.canvas import ANCHORS, EVEN_SNAP, FILL_RGB, LTX_SNAP
 from .cost import PIXELS_PER_UNIT, USD_PER_MEGAPIXEL
+from .media.canvas import ANCHORS, EVEN_SNAP, FILL_RGB, LTX_SNAP
 from .request import RESOLUTION_PRESETS
-
-BACKENDS = ("preview", "fal", "local")
+from .settings import BACKENDS
 
 
 def constants() -> dict:

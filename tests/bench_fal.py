@@ -118,15 +118,26 @@ def make_instrumented(FalClient, FalBackend):
             self.marks["download"] = time.monotonic()
             return out
 
+    from ltx_outpaint.fal import follow
+
     class TimedBackend(FalBackend):
         """Our backend, stamping when save_result has returned (MP4 + sidecar on disk, journal "saved")."""
 
         saved_at: float | None = None
 
-        async def save_result(self, *a, **kw):
-            out = await super().save_result(*a, **kw)
-            self.saved_at = time.monotonic()
-            return out
+        async def follow_and_save(self, *a, **kw):
+            original = follow.save_result
+
+            async def timed(*args, **kwargs):
+                out = await original(*args, **kwargs)
+                self.saved_at = time.monotonic()
+                return out
+
+            follow.save_result = timed  # follow.py's save step calls the module function
+            try:
+                return await super().follow_and_save(*a, **kw)
+            finally:
+                follow.save_result = original
 
     return TimedClient, TimedBackend
 
@@ -134,7 +145,8 @@ def make_instrumented(FalClient, FalBackend):
 async def one_job(fake, mode: str, run_seconds: float, out_dir: str, seed: int) -> dict:
     from ltx_outpaint.backends import Progress
     from ltx_outpaint.fal.backend import FalBackend, FalConfig
-    from ltx_outpaint.fal.client import FalClient, FalHosts
+    from ltx_outpaint.fal.client import FalClient
+    from ltx_outpaint.fal.hosts import FalHosts
     from ltx_outpaint.fal.journal import Journal, JournalEntry
     from ltx_outpaint.request import ENDPOINT_ID, OutpaintRequest
 
@@ -313,7 +325,8 @@ def raw_upload(fake, path: str, size: int) -> dict:
 
 
 async def our_upload(fake, path: str, multipart: bool) -> dict:
-    from ltx_outpaint.fal.client import FalClient, FalHosts
+    from ltx_outpaint.fal.client import FalClient
+    from ltx_outpaint.fal.hosts import FalHosts
 
     spans: list[tuple[str, str, float, float]] = []
 

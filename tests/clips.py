@@ -49,3 +49,21 @@ def audio_only(name: str = "audio_only.m4a") -> str:
             c.mux(s.encode(f))
         c.mux(s.encode(None))
     return path
+
+
+def cut_short(src: str, name: str, keep_fraction: float) -> str:
+    """A copy of `src` with its index first (faststart) and its media data cut: the index still lists
+    every frame, the data ends early (a download or copy that stopped)."""
+    import av
+
+    whole = os.path.join(_DIR, "faststart-" + name)
+    with av.open(src) as inp, av.open(whole, "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
+        for packet in inp.demux(*[s for s in inp.streams if s.index in streams]):
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    with open(whole, "rb") as f:
+        data = f.read()
+    return bad_file(name, data[: int(len(data) * keep_fraction)])

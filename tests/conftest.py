@@ -25,10 +25,24 @@ def comfyui_server(tmp_path_factory):
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     server = ComfyUIServer(comfyui_dir, str(tmp_path_factory.mktemp("comfyui")))
+    # What the person starting the server allows through its environment (nothing reachable over HTTP can):
+    # the local fake fal server's host for the pack's settings file, and one extra media folder.
+    server.allowed_media_dir = str(tmp_path_factory.mktemp("allowed_media"))
+    opt_ins = {"LTX_OUTPAINT_FAL_ALLOW_CUSTOM_HOSTS": "127.0.0.1",
+               "LTX_OUTPAINT_ALLOWED_PATHS": server.allowed_media_dir}
+    saved = {k: os.environ.get(k) for k in (*opt_ins, "LTX_OUTPAINT_ALLOW_ANY_PATH")}
+    os.environ.update(opt_ins)
+    os.environ.pop("LTX_OUTPAINT_ALLOW_ANY_PATH", None)
     try:
         server.start(timeout=float(os.environ.get("LTX_OUTPAINT_COMFYUI_START_TIMEOUT", "120")))
     except ComfyUIError as e:
         pytest.fail(str(e), pytrace=False)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     try:
         yield server
     finally:
@@ -50,7 +64,8 @@ def comfyui_pack_loaded(comfyui_server):
 def comfyui(comfyui_server, comfyui_pack_loaded):
     """The running ComfyUI backend (see tests/comfyui_server.py), after checking that the pack loaded.
 
-    Attributes: base_url, base_dir, input_dir, output_dir, log_path; methods: object_info(), queue(prompt)
+    Attributes: base_url, base_dir, input_dir, output_dir, log_path, allowed_media_dir (a folder outside
+    ComfyUI's that the server's environment allows); methods: object_info(), queue(prompt)
     -> (status, json), wait(prompt_id, timeout) -> history entry, run(prompt, timeout=120) -> history
     entry (PromptRejected with node_errors on HTTP 400), interrupt(), log_text().
     """

@@ -41,6 +41,12 @@ Choices where fal's docs are silent (kept strict so client bugs show up):
   - multipart complete wants parts in ascending partNumber order with matching ETags (quotes optional).
   - the canvas is the requested size exactly (no snapping); billing uses it even when max_side shrinks
     the written file.
+  - the runner downloads its inputs when the job starts: a `video_url` or LoRA `path` on this server's CDN
+    that no longer exists (`expire_file`) fails the job with 422 `file_download_error` (fal's error type).
+  - `tick_s`: a status event (a log line) every tick_s while a job is queued or running, like fal's
+    per-step logs; `download_seconds`: every download is spread over that long.
+  - accounting: `billed_unsaved()` lists jobs that produced a (billed) output which was never delivered in
+    full (downloaded to its last byte, or returned inline for sync_mode) and not cancelled.
 """
 from __future__ import annotations
 
@@ -153,6 +159,7 @@ class Job:
     result_path: str | None = None
     result_size: int | None = None
     result_url: str | None = None
+    result_delivered: bool = False  # the client got the whole output (file downloaded / data URI returned)
     webhook_status: int | None = None
     version: int = 0              # bumped on every visible change (SSE)
 
@@ -464,7 +471,7 @@ class FakeFal:
                  endpoint_id: str = ENDPOINT_ID, max_side: int | None = None, forbidden_keys=frozenset(),
                  sse_keepalive_s: float = 15.0, token_ttl_s: float = 3600.0, min_part_size: int = 1,
                  validate_on: str = "submit", workdir: str | None = None, max_stream_s: float = 300.0,
-                 log_interval_s: float | None = None):
+                 log_interval_s: float | None = None, tick_s: float | None = None, download_seconds: float = 0.0):
         if validate_on not in ("submit", "result"):
             raise ValueError("validate_on: 'submit' or 'result'")
         self.keys = set(keys)
@@ -481,6 +488,8 @@ class FakeFal:
         self.validate_on = validate_on
         self.max_stream_s = max_stream_s
         self.log_interval_s = log_interval_s
+        self.tick_s = tick_s
+        self.download_seconds = download_seconds
         self.cancel_is_ignored = False
         self._own_workdir = workdir is None
         self.workdir = workdir
@@ -576,6 +585,18 @@ class FakeFal:
         """Billable units of the jobs that produced an output (fal charges only successful outputs)."""
         with self._lock:
             return sum(j.billable_units or 0 for j in self._jobs.values() if j.done and j.result is not None)
+
+    def billed_unsaved(self) -> list[str]:
+        """Request ids of jobs with a (billed) output that the client never received in full."""
+        with self._lock:
+            return [rid for rid, j in self._jobs.items()
+                    if j.done and j.result is not None and not j.result_delivered]
+
+    def expire_file(self, url_or_name: str) -> None:
+        """Forget a stored file, as fal's CDN eventually does (its URL then answers 404)."""
+        name = url_or_name.rsplit("/files/", 1)[-1]
+        with self._lock:
+            self._files.pop(name, None)
 
     def count(self, method: str | None = None, path_contains: str = "") -> int:
         with self._lock:
@@ -894,6 +915,8 @@ class FakeFal:
                 hdr["x-fal-billable-units"] = "0"
                 return _json(job.error_status, body, hdr)
             hdr["x-fal-billable-units"] = str(job.billable_units)
+            if str(job.result_url or "").startswith("data:"):
+                job.result_delivered = True  # sync_mode: the output is in this answer
             return _json(200, job.result, hdr)
 
     def _cancel(self, h: "_Handler", ctx: dict) -> _Resp:
@@ -942,7 +965,43 @@ class FakeFal:
             self._cond.wait(min(left, 0.1))
         return False
 
+    def _tick(self, job: Job) -> None:
+        """A log line every tick_s while the job is queued or running."""
+        n = 0
+        nxt = time.monotonic()
+        with self._cond:
+            while not job.done and not self._stopping.is_set():
+                nxt += self.tick_s
+                while not job.done and not self._stopping.is_set() and time.monotonic() < nxt:
+                    self._cond.wait(max(0.0, nxt - time.monotonic()))
+                if job.done or self._stopping.is_set():
+                    return
+                n += 1
+                self._log(job, f"Waiting for a runner ({n})" if job.status == "IN_QUEUE" else f"Denoising: tick {n}")
+
+    def _missing_inputs(self, job: Job) -> list[dict]:
+        """fal-style 422 entries for input URLs on this CDN that no longer exist."""
+        prefix = self.cdn_url + "/files/"
+        urls = [(("body", "video_url"), job.params.get("video_url"))]
+        urls += [(("body", "loras", i, "path"), lora.get("path")) for i, lora in enumerate(job.params.get("loras") or [])
+                 if isinstance(lora, dict)]
+        out = []
+        for loc, url in urls:
+            if isinstance(url, str) and url.startswith(prefix):
+                with self._lock:
+                    present = url[len(prefix):] in self._files
+                if not present:
+                    out.append({"loc": list(loc), "msg": "Failed to download the file. Please check if the URL is "
+                                "accessible.", "type": "file_download_error",
+                                "url": "https://docs.fal.ai/errors#file_download_error", "input": url})
+        return out
+
     def _run_job(self, job: Job) -> None:
+        if self.tick_s:
+            t = threading.Thread(target=self._tick, args=(job,), name=f"fakefal-tick-{job.request_id[:8]}",
+                                 daemon=True)
+            self._workers.append(t)
+            t.start()
         try:
             self._run_job_inner(job)
         except Exception as exc:  # noqa: BLE001 - a broken fake job must still complete
@@ -970,6 +1029,11 @@ class FakeFal:
                     nxt = min(nxt, job.submitted_at + job.start_timeout)
                 self._cond.wait(max(0.0, min(nxt - now, 0.1)))
             if job.fail and job.fail["at"] == "queued":
+                self._fail(job)
+                return
+            missing = self._missing_inputs(job) if job.params else []
+            if missing:  # the runner could not fetch an input
+                job.fail = {"status": 422, "detail": missing, "message": None, "error_type": None, "at": "running"}
                 self._fail(job)
                 return
             job.status = "IN_PROGRESS"
@@ -1218,6 +1282,13 @@ class FakeFal:
         self._store_bytes(name, b"".join(chunks), up["content_type"])
         return _json(200, {"access_url": f"{self.cdn_url}/files/{name}"})
 
+    def _delivered(self, name: str) -> None:
+        """The last byte of a stored file was sent: a job whose output it is has been delivered."""
+        with self._lock:
+            for job in self._jobs.values():
+                if job.result_name == name and str(job.result_url or "").startswith(self.cdn_url):
+                    job.result_delivered = True
+
     def _download(self, h: "_Handler", ctx: dict) -> _Resp:
         with self._lock:
             f = self._files.get(ctx["arg"])
@@ -1256,16 +1327,23 @@ class FakeFal:
                 return
             limit = length if fraction is None else int(length * fraction)
             sent = 0
+            throttle = self.download_seconds
+            piece = 65536 if not throttle else max(1024, size // 20)
             with open(f.path, "rb") as fh:
                 fh.seek(start)
                 while sent < limit:
-                    chunk = fh.read(min(65536, limit - sent))
+                    chunk = fh.read(min(piece, limit - sent))
                     if not chunk:
                         break
+                    if throttle:
+                        self._sleep(throttle * len(chunk) / max(1, size))
                     hh.wfile.write(chunk)
+                    hh.wfile.flush()
                     sent += len(chunk)
             if fraction is not None:
                 raise _Dropped()
+            if end == size - 1 and sent == length:
+                self._delivered(f.name)
 
         return _Resp(status, stream=run)
 

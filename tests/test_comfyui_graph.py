@@ -134,9 +134,10 @@ def test_bad_files_give_clear_errors_and_server_survives(comfyui, case, make, ex
 def test_zero_frame_selection_and_huge_canvas(comfyui):
     name = put_input(comfyui, clip("graph_src.mp4", width=144, height=256, frames=24, fps=24), "phone.mp4")
     entry = comfyui.run(graph(name, skip=10_000))
-    assert "skip_first_frames: the selection gives 0 frames" in _error_text(entry)
+    assert _error_text(entry).startswith("skip_first_frames (Load Video): the selection gives 0 frames")
     entry = comfyui.run(graph(name, width=14000, height=14000, num_frames=481))
-    assert "resolution:" in _error_text(entry) and "GiB" in _error_text(entry)
+    assert _error_text(entry).startswith("resolution (Outpaint Canvas): ") and "14000x14000" in _error_text(entry) \
+        and "GiB" in _error_text(entry)
     status, body = comfyui.queue(graph(name, num_frames=5))
     assert status == 400 and "num_frames" in str(body)
     ok = comfyui.run(graph(name, num_frames=9, prefix="after_bad/out"))
@@ -150,7 +151,7 @@ def test_load_video_url_goes_through_the_safe_downloader(comfyui):
         g = graph("phone.mp4", num_frames=9)
         g["1"]["inputs"]["path_or_url"] = url
         msg = _error_text(comfyui.run(g))
-        assert msg.startswith("path_or_url:") and reason in msg, msg
+        assert msg.startswith("path_or_url (Load Video):") and reason in msg, msg
 
 
 def test_clip_without_audio_says_so_and_runs(comfyui):

@@ -100,12 +100,15 @@ def test_transient_faults_still_succeed_with_one_billable_submit(fal, tmp_path, 
     assert fal.submits == 1
 
 
-def test_submit_that_created_a_job_is_never_retried(fal, tmp_path, source_path):
+def test_submit_answered_5xx_with_a_request_id_is_followed_to_its_result(fal, tmp_path, source_path):
+    """Ambiguous submit #1: fal created the job but answered 503 naming it; one job, followed and saved."""
     fal.inject("submit", "503_after_create")
-    with pytest.raises(Exception) as e:
-        run(tmp_path, source_path)
-    assert "503" in str(e.value)
+    res = run(tmp_path, source_path)
+    (rid,) = fal.jobs
+    assert json.load(open(res.video_path + ".json"))["request_id"] == rid
     assert fal.submits == 1 and len(submit_bodies(fal)) == 1
+    assert Journal().get(rid).state == "saved"
+    assert any("HTTP 503" in n and rid in n for n in res.notes), res.notes
 
 
 def test_job_error_shows_fal_message_and_error_type(fal, tmp_path, source_path):
@@ -114,15 +117,23 @@ def test_job_error_shows_fal_message_and_error_type(fal, tmp_path, source_path):
         run(tmp_path, source_path)
     assert "runner_scheduling_failure" in str(e.value) and "no runner available" in str(e.value)
     assert [e.state for e in Journal().pending()] == []  # marked failed, not left pending
+    (rid,) = fal.jobs
+    entry = Journal().get(rid)
+    assert entry.state == "failed" and "no runner available" in entry.error and entry.error == str(e.value)
+    assert not any(r.path.endswith("/cancel") for r in fal.requests)  # fal ended it: nothing to cancel
 
 
 def test_stuck_queue_hits_the_deadline_and_is_cancelled(fal, tmp_path, source_path):
     fal.inject("submit", "stuck")
     t0 = time.monotonic()
-    with pytest.raises(Exception, match="did not finish within 1.5 s"):
+    with pytest.raises(Exception) as e:
         run(tmp_path, source_path, config=FalConfig(output_dir=str(tmp_path / "out"), deadline_s=1.5))
+    (rid,) = fal.jobs
+    assert str(e.value) == f"fal request {rid} did not finish within 1.5 s; it was cancelled"
     assert time.monotonic() - t0 < 10
     assert any(r.method == "PUT" and r.path.endswith("/cancel") for r in fal.requests)
+    entry = Journal().get(rid)
+    assert entry.state == "cancelled" and entry.error == "deadline" and fal.jobs[rid].cancelled
 
 
 class InterruptWhenRunning(Progress):
@@ -151,10 +162,13 @@ def test_interrupt_cancels_the_job_and_stops_polling(fal, tmp_path, source_path,
     assert len(fal.requests) == n  # no further polling / streaming
     (job,) = fal.jobs.values()
     assert job.cancelled
+    entry = Journal().get(job.request_id)
+    assert entry.state == "cancelled" and entry.error == "interrupted by the user"
 
 
 def test_cost_guard_refuses_before_uploading(fal, tmp_path, source_path):
-    with pytest.raises(InputError, match=r"max_cost_usd: estimated cost ~\$0.0144 \(6 MP, estimate\) is above the limit of \$0.0010"):
+    with pytest.raises(InputError, match=r"^max_cost_usd \(Outpaint Backend: fal.ai\): estimated cost ~\$0.0144 "
+                                         r"\(6 MP, estimate\) is above the limit of \$0.0010"):
         run(tmp_path, source_path, config=FalConfig(output_dir=str(tmp_path / "out"), max_cost_usd=0.001))
     assert fal.requests == []
 
@@ -167,17 +181,25 @@ def test_more_than_three_loras_refused_before_anything_is_sent(fal, tmp_path, so
 
 
 @pytest.mark.parametrize("field,value,ours", [
-    ("num_frames", 5000, "num_frames (LTX-2.3 Outpaint)"),
-    ("source_scale", 3.0, "source_scale (Outpaint Canvas)"),
-    ("resolution", "huge", "resolution (Outpaint Canvas)"),
-    ("video_url", None, "video (Load Video)"),
-    ("guidance_scale", 0, "guidance_scale (LTX-2.3 Outpaint)"),
-    ("loras", [{"path": "x", "scale": 9, "transformer": "both"}], "loras (LoRA Stack).0.scale"),
+    ("num_frames", 5000, "num_frames (LTX-2.3 Outpaint): fal rejected the value: Input should be less than or "
+                         "equal to 481"),
+    ("source_scale", 3.0, "source_scale (Outpaint Canvas): fal rejected the value: Input should be less than or "
+                          "equal to 1"),
+    ("resolution", "huge", "resolution (Outpaint Canvas): fal rejected the value: Input should be 'square_hd', "
+                           "'square', 'portrait_4_3', 'portrait_16_9', 'landscape_4_3' or 'landscape_16_9'"),
+    ("video_url", None, "video (Load Video): fal rejected the value: Field required"),
+    ("guidance_scale", 0, "guidance_scale (LTX-2.3 Outpaint): fal rejected the value: Input should be greater than "
+                          "or equal to 1"),
+    ("loras", [{"path": "https://x/a.safetensors", "scale": 1, "transformer": "both"},
+               {"path": "x", "scale": 9, "transformer": "both"}],
+     "scale (LoRA Stack #2): fal rejected the value: Input should be less than or equal to 4"),
 ])
-def test_422_names_our_input(fal, field, value, ours):
+def test_422_names_our_input_once_with_its_node(fal, field, value, ours):
     import asyncio
 
     from ltx_outpaint.fal.client import FalClient
+    from ltx_outpaint.fal.errors import FalValidationError
+    from ltx_outpaint.fal.messages import validation_input_error
 
     payload = {**OutpaintRequest(prompt="p", num_frames=9).to_fal_input(), "video_url": "https://x/v.mp4"}
     if value is None:
@@ -188,11 +210,11 @@ def test_422_names_our_input(fal, field, value, ours):
 
     async def go():
         async with FalClient(KEY, backend.hosts()) as client:
-            await backend._submit(client, payload)
+            await client.submit(backend.config.endpoint_id, payload)
 
-    with pytest.raises(InputError) as e:
+    with pytest.raises(FalValidationError) as e:
         asyncio.run(go())
-    assert ours in str(e.value) and "fal rejected the request" in str(e.value)
+    assert str(validation_input_error(e.value)) == ours
 
 
 def test_no_audio_and_sync_mode(fal, tmp_path, source_path):
@@ -308,14 +330,14 @@ def test_422_at_run_time_names_our_input(tmp_path, source_path, monkeypatch):
 
         async def go():
             async with FalClient(KEY, backend.hosts()) as client:
-                handle = await backend._submit(client, payload)
+                handle = await client.submit(cfg.endpoint_id, payload)
                 from ltx_outpaint.fal.journal import JournalEntry
 
                 entry = Journal().record(JournalEntry(handle.request_id, cfg.endpoint_id, handle.status_url,
                                                       handle.response_url, handle.cancel_url, request=payload))
                 await backend.follow_and_save(client, handle, entry, Progress())
 
-        with pytest.raises(InputError, match=r"num_frames \(LTX-2.3 Outpaint\)"):
+        with pytest.raises(InputError, match=r"^num_frames \(LTX-2.3 Outpaint\): fal rejected the value"):
             asyncio.run(go())
 
 
@@ -336,7 +358,8 @@ def test_local_lora_uploaded_once_and_size_capped(fal, tmp_path, source_path, mo
     assert fal.count("POST", "/files/upload") == 2  # the clip and the LoRA, each once
     monkeypatch.setattr(fal_backend, "MAX_LORA_BYTES", 10)
     n = len(fal.requests)
-    with pytest.raises(InputError, match=r"loras\[0\]: mine.safetensors is .* GiB; fal accepts at most 3 GiB"):
+    with pytest.raises(InputError, match=r"^path_or_url \(LoRA Stack #1\): mine.safetensors is .* GiB; fal "
+                                         r"accepts at most 3 GiB$"):
         run(tmp_path, source_path, req)
     assert len(fal.requests) == n
 
@@ -349,3 +372,92 @@ def test_result_reuses_the_status_stream_connection(fal, tmp_path, source_path):
     result = [r for r in fal.requests if r.method == "GET" and r.route == "result"]
     assert stream and result
     assert result[0].client_port == stream[-1].client_port
+
+
+def test_submit_cut_off_after_sending_is_journaled_never_resubmitted_and_recoverable(fal, tmp_path, source_path):
+    """Ambiguous submit #2: the job was created, the connection broke before the answer (no id)."""
+    import asyncio
+
+    from ltx_outpaint.fal.errors import FalSubmitUnknown
+
+    fal.inject("submit", "drop", after=True)
+    with pytest.raises(FalSubmitUnknown) as e:
+        run(tmp_path, source_path)
+    assert fal.submits == 1 and len(submit_bodies(fal)) == 1  # one billable job, never a second
+    (entry,) = Journal().pending()
+    assert entry.state == "unknown" and entry.request_id.startswith("unknown-")
+    assert entry.request == submit_bodies(fal)[0]
+    assert entry.error == ("the connection broke after the submit was sent (RemoteProtocolError: Server "
+                           "disconnected without sending a response.)")
+    msg = str(e.value)
+    for part in ("fal may have created and billed this job", "it was not submitted again",
+                 "fal.ai/dashboard/requests", "endpoint fal-ai/ltx-2.3-quality/outpaint/lora",
+                 "Recover fal Result node, which takes its request id", f"journaled as {entry.request_id}"):
+        assert part in msg, (part, msg)
+    (rid,) = fal.jobs  # the id the user finds on fal's dashboard
+    res = asyncio.run(recover(rid, FalConfig(output_dir=str(tmp_path / "rec"))))
+    assert os.path.exists(res.video_path) and Journal().get(rid).state == "saved" and fal.submits == 1
+
+
+@pytest.mark.parametrize("what", ["video", "lora"])
+def test_stale_cached_upload_is_dropped_uploaded_again_once_with_a_note(fal, tmp_path, source_path, what):
+    import torch
+    from safetensors.torch import save_file
+
+    lora = str(tmp_path / "mine.safetensors")
+    save_file({"a.lora_A.weight": torch.ones(2, 2), "a.lora_B.weight": torch.ones(2, 2)}, lora)
+    req = OutpaintRequest(prompt="sea", num_frames=9, seed=2, loras=(LoraSpec(lora, 0.5, "both"),))
+    run(tmp_path, source_path, req)
+    first = submit_bodies(fal)[0]
+    stale = first["video_url"] if what == "video" else first["loras"][0]["path"]
+    fal.expire_file(stale)  # fal's CDN dropped it; our cache still has it
+    uploads_before = fal.count("POST", "/files/upload")
+    res = run(tmp_path, source_path, req)
+    bodies = submit_bodies(fal)
+    assert len(bodies) == 3  # first run, the failed job with the stale URL, the resubmit
+    assert (bodies[1]["video_url"] if what == "video" else bodies[1]["loras"][0]["path"]) == stale
+    fresh = bodies[2]["video_url"] if what == "video" else bodies[2]["loras"][0]["path"]
+    assert fresh != stale and fal.count("POST", "/files/upload") == uploads_before + 1
+    name = os.path.basename(source_path if what == "video" else lora)
+    assert f"the cached upload of {name} could no longer be downloaded by fal: uploaded again and submitted once " \
+           f"more (the first request failed, so it is not billed)" in res.notes
+    failed_rid = [rid for rid, j in fal.jobs.items() if j.error_status == 422][0]
+    assert Journal().get(failed_rid).state == "failed" and "file_download_error" not in fal.billed_unsaved()
+    assert fal.jobs[failed_rid].result is None  # no output: not billed
+    cache = json.load(open(os.path.join(os.environ["LTX_OUTPAINT_CONFIG_DIR"], "uploads.json")))
+    assert stale not in [v["url"] for v in cache.values()] and fresh in [v["url"] for v in cache.values()]
+    run(tmp_path, source_path, req)  # the new upload is reused
+    assert fal.count("POST", "/files/upload") == uploads_before + 1
+
+
+def test_a_url_fal_cannot_download_is_not_retried_and_named_once(fal, tmp_path, source_path):
+    url = fal.cdn_url + "/files/never-uploaded.safetensors"
+    req = OutpaintRequest(prompt="sea", num_frames=9, loras=(LoraSpec(url, 1.0, "both"),))
+    with pytest.raises(InputError) as e:
+        run(tmp_path, source_path, req)
+    assert str(e.value) == ("path_or_url (LoRA Stack #1): fal could not download the file: Failed to download the "
+                            "file. Please check if the URL is accessible.")
+    assert fal.submits == 1
+
+
+def test_a_paid_result_that_cannot_be_saved_is_journaled_recoverable_and_the_error_says_so(fal, tmp_path,
+                                                                                         source_path):
+    fal.inject("result", "slow", seconds=0.5)
+
+    def expire_when_done():  # the CDN loses the file between COMPLETED and the download
+        while not fal.jobs:
+            time.sleep(0.01)
+        job = fal.wait_job(next(iter(fal.jobs)), timeout=20)
+        fal.expire_file(job.result_url)
+
+    t = threading.Thread(target=expire_when_done)
+    t.start()
+    with pytest.raises(Exception) as e:
+        run(tmp_path, source_path)
+    t.join()
+    (rid,) = fal.jobs
+    assert str(e.value).endswith(f"; fal request {rid} finished (billed) but its result was not saved: load it "
+                                 f"with Recover fal Result, request id {rid}"), str(e.value)
+    entry = Journal().get(rid)
+    assert entry.state == "recoverable" and "Recover fal Result" in entry.error
+    assert [x.request_id for x in Journal().pending()] == [rid]

@@ -1,4 +1,4 @@
-"""The httpx fal client (nodes/fal_client.py): unit tests, then end to end against tests/fal_server.py.
+"""The httpx fal client (nodes/fal/: queue, storage, transfer): unit tests, then end to end against tests/fal_server.py.
 
 Async code runs through asyncio.run inside sync tests (no pytest-asyncio).
 """
@@ -19,12 +19,16 @@ import pytest
 
 from fal_server import INPUT_SCHEMA, FakeFal, validate_input
 from ltx_outpaint.errors import InputError
-from ltx_outpaint.fal.client import (
-    DEFAULT_CDN_URL, DEFAULT_QUEUE_URL, DEFAULT_REST_URL, EndpointId, FalAuthError, FalCancelled, FalClient,
-    FalError, FalFieldError, FalHosts, FalJobError, FalValidationError, QueueHandle, RetryPolicy, SSEParser,
-    StatusUpdate, _SecretAuth, _StorageToken, decode_data_uri, field_errors, get_status_is_retryable,
-    is_ingress_error, parse_retry_after, redact, split_endpoint_id, submit_error_is_retryable,
-    submit_status_is_retryable)
+from ltx_outpaint.fal.client import FalClient
+from ltx_outpaint.fal.errors import (FalAuthError, FalCancelled, FalError, FalFieldError, FalJobError,
+                                     FalSubmitUnknown, FalValidationError, field_errors, redact)
+from ltx_outpaint.fal.hosts import (DEFAULT_CDN_URL, DEFAULT_QUEUE_URL, DEFAULT_REST_URL, EndpointId, FalHosts,
+                                    split_endpoint_id)
+from ltx_outpaint.fal.http import (RetryPolicy, SecretAuth, get_status_is_retryable, is_ingress_error,
+                                   parse_retry_after, submit_error_is_retryable, submit_status_is_retryable)
+from ltx_outpaint.fal.queue import QueueHandle, SSEParser, StatusUpdate
+from ltx_outpaint.fal.storage import _StorageToken
+from ltx_outpaint.fal.transfer import decode_data_uri
 
 KEY = FakeFal.KEY
 SECRET = KEY.split(":")[1]
@@ -175,7 +179,7 @@ def test_redact_and_reprs_hide_the_key():
     client = FalClient(KEY)
     assert SECRET not in repr(client) and "test-key-id" not in repr(client)
     assert SECRET not in repr(client._auth) and SECRET not in repr(vars(client).get("_auth"))
-    assert "tok-123456" not in repr(_StorageToken(_SecretAuth("Bearer tok-123456"), "https://c", 0.0))
+    assert "tok-123456" not in repr(_StorageToken(SecretAuth("Bearer tok-123456"), "https://c", 0.0))
     with pytest.raises(FalAuthError, match="fal.ai/dashboard/keys"):
         FalClient("  ")
 
@@ -241,7 +245,7 @@ def test_submit_retries_a_connect_failure_but_not_a_read_timeout():
         calls.append(request)
         raise httpx.ReadTimeout("timed out", request=request)
 
-    with pytest.raises(FalError, match="not retried because it may have reached fal") as e:
+    with pytest.raises(FalSubmitUnknown, match="not retried: it may have reached fal") as e:
         with_mock(timeout, lambda c: c.submit(ENDPOINT, {"prompt": "p"}))
     assert len(calls) == 1 and SECRET not in str(e.value)
 
@@ -287,7 +291,7 @@ def test_key_echoed_by_a_server_is_redacted_everywhere(caplog):
 
     def handler(request):
         echoed = request.headers["authorization"]
-        return httpx.Response(503, headers={"x-fal-request-id": "r1"},
+        return httpx.Response(400, headers={"x-fal-request-id": "r1"},
                               json={"detail": f"bad header {echoed}", "error_type": f"t {SECRET}"})
 
     with pytest.raises(FalError) as e:
@@ -502,14 +506,40 @@ def submit_posts(fake):
     return fake.count("POST", "/outpaint/lora")
 
 
-def test_503_after_the_job_was_created_is_not_retried(fake):
+def test_503_after_the_job_was_created_is_followed_not_resubmitted(fake):
+    """fal answered 5xx but named the request: the job may exist, so it is followed (never submitted again)."""
     fake.inject("submit", "503_after_create")
-    with pytest.raises(FalError) as e:
-        with_client(fake, lambda c: c.submit(ENDPOINT, PAYLOAD))
+
+    async def go(c):
+        h = await c.submit(ENDPOINT, PAYLOAD)
+        async for _ in c.watch(h):
+            pass
+        return h, await c.result(h)
+
+    h, res = with_client(fake, go)
     (rid,) = fake.jobs
-    assert "503" in str(e.value) and e.value.status_code == 503 and e.value.request_id == rid
-    assert e.value.error_type == "runner_disconnected"
+    assert h.request_id == rid and "HTTP 503" in h.note and rid in h.note
+    assert res.data["video"]["url"] == fake.jobs[rid].result_url
     assert fake.submits == 1 and submit_posts(fake) == 1
+
+
+def test_5xx_naming_an_unknown_request_fails_when_followed():
+    """A 5xx with an id that fal does not know: following it fails with fal's 404, still one POST."""
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        if request.method == "POST":
+            return httpx.Response(500, headers={"x-fal-request-id": "ghost"}, json={"detail": "boom"})
+        return httpx.Response(404, json={"detail": "Request not found"})
+
+    async def go(c):
+        h = await c.submit(ENDPOINT, {"prompt": "p"})
+        return await c.status(h)
+
+    with pytest.raises(FalError, match="HTTP 404.*Request not found"):
+        with_mock(handler, go)
+    assert [r.method for r in calls] == ["POST", "GET"]
 
 
 @pytest.mark.parametrize("after,jobs", [(True, 1), (False, 0)])
@@ -649,7 +679,7 @@ def test_token_expiry_and_a_rejected_token_are_renewed(src):
             await c.upload_file(src)
             await asyncio.sleep(0.4)  # past the refresh point (half the remaining life)
             await c.upload_file(src)
-            c._token = _StorageToken(_SecretAuth("Bearer not-a-token"), fake.cdn_url, time.time() + 999)
+            c._token = _StorageToken(SecretAuth("Bearer not-a-token"), fake.cdn_url, time.time() + 999)
             return await c.upload_file(src)
 
         url = with_client(fake, go)

@@ -587,3 +587,29 @@ def test_stop_ends_streams_and_connections_promptly(client):
     with pytest.raises(httpx.TransportError):
         httpx.get(h["status_url"], headers=AUTH, timeout=2)
     fake.stop()  # idempotent
+
+
+def test_tick_stream_expired_inputs_and_billed_unsaved_accounting(client):
+    """The fake's issue-10 additions: an event every tick_s, file_download_error for an expired CDN file, and
+    billed_unsaved() listing outputs never delivered in full."""
+    with FakeFal(max_side=64, queue_seconds=0.2, run_seconds=0.5, tick_s=0.05) as fake:
+        sub = submit(client, fake)
+        done = wait_done(client, sub["status_url"], logs="1")
+        ticks = [x for x in done["logs"] if "tick" in x["message"] or "Waiting for a runner" in x["message"]]
+        assert 10 <= len(ticks) <= 16  # 0.7 s of queue + run at one event per 50 ms
+        assert fake.billed_unsaved() == [sub["request_id"]]  # billed, not downloaded yet
+        url = client.get(sub["response_url"]).json()["video"]["url"]
+        head = client.get(url, headers={"Range": "bytes=0-9"})
+        assert head.status_code == 206 and fake.billed_unsaved() == [sub["request_id"]]  # partial: not delivered
+        assert client.get(url).status_code == 200 and fake.billed_unsaved() == []
+        up = httpx.post(f"{fake.cdn_url}/files/upload", content=b"video", headers={
+            "Authorization": "Bearer " + client.post(f"{fake.rest_url}/storage/auth/token", json={}).json()["token"],
+            "Content-Type": "video/mp4"}).json()["access_url"]
+        fake.expire_file(up)
+        assert httpx.get(up).status_code == 404
+        sub = submit(client, fake, video_url=up)
+        done = wait_done(client, sub["status_url"])
+        assert done["error"] == "Unprocessable Entity"
+        r = client.get(sub["response_url"])
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == "file_download_error"
+        assert r.json()["detail"][0]["loc"] == ["body", "video_url"] and fake.billed_unsaved() == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -235,8 +236,11 @@ def test_comfyui_graph_with_local_backend(comfyui, tiny_models):
     name = put_input(comfyui, clip("local_graph.mp4", width=64, height=96, frames=12, fps=8), "local_src.mp4")
     g = graph(name, width=W, height=H, num_frames=FRAMES, fps=FPS, prefix="itest/local")
     g["4"] = {"class_type": "LTXOutpaintLocalBackend", "inputs": {
-        "recipe": "official", "precision": "auto", "keep_loaded": False, "model_paths": ""}}
-    g["3"]["inputs"].update({"lora": "none", "path_or_url": tiny_models.user_lora, "scale": 0.5})
+        "recipe": "official", "engine": "auto", "precision": "auto", "keep_loaded": False, "model_paths": ""}}
+    # LoRA Stack reads local files only from folders the server allows (here the environment's extra folder)
+    user_lora = os.path.join(comfyui.allowed_media_dir, os.path.basename(tiny_models.user_lora))
+    shutil.copyfile(tiny_models.user_lora, user_lora)
+    g["3"]["inputs"].update({"lora": "none", "path_or_url": user_lora, "scale": 0.5})
     g["5"]["inputs"].update({"num_inference_steps": 8, "enable_prompt_expansion": False})
     entry = comfyui.run(g, timeout=600)
     assert entry["status"]["status_str"] == "success", entry["status"]

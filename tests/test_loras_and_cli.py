@@ -88,7 +88,7 @@ def test_cli_bad_input_is_a_clear_error(tmp_path):
     r = run_cli("run", "missing.mp4", "-o", "x.mp4", "--num-frames", "5", cwd=tmp_path)
     assert r.returncode == 2 and "num_frames: got 5; allowed range 9 to 481" in r.stderr
     r = run_cli("run", "missing.mp4", "-o", "x.mp4", "--lora", "a.safetensors", "9", cwd=tmp_path)
-    assert r.returncode == 2 and "loras[0].scale: got 9.0; allowed range 0.0 to 4.0" in r.stderr
+    assert r.returncode == 2 and "scale (LoRA Stack #1): got 9.0; allowed range 0.0 to 4.0" in r.stderr
     assert not os.path.exists(tmp_path / "x.mp4")
 
 

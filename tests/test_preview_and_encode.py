@@ -118,6 +118,6 @@ def test_roundtrip_pixels_close(tmp_path):
 def test_huge_canvas_refused_before_allocating(source):
     from ltx_outpaint.errors import InputError
 
-    with pytest.raises(InputError, match=r"resolution: 481 frames of 14000x14000 need .* GiB") as e:
+    with pytest.raises(InputError, match=r"^resolution \(Outpaint Canvas\): 481 frames of 14000x14000 need .* GiB") as e:
         run_outpaint(OutpaintRequest(num_frames=481), source, CanvasSpec(ImageSize(14000, 14000)), None)
     assert e.value.field == "resolution"

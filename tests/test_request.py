@@ -84,9 +84,10 @@ def test_loras_validated():
     OutpaintRequest(loras=(ok,) * MAX_LORAS).validate()
     with pytest.raises(InputError, match="got 4 LoRAs; at most 3"):
         OutpaintRequest(loras=(ok,) * 4).validate()
-    with pytest.raises(InputError, match=r"loras\[0\].scale: got 5.0; allowed range 0.0 to 4.0"):
+    with pytest.raises(InputError, match=r"^scale \(LoRA Stack #1\): got 5.0; allowed range 0.0 to 4.0$"):
         OutpaintRequest(loras=(LoraSpec("a.safetensors", 5.0),)).validate()
-    with pytest.raises(InputError, match=r"loras\[1\].transformer: got 'high'; allowed: both, video, audio"):
+    with pytest.raises(InputError, match=r"^transformer \(LoRA Stack #2\): got 'high'; allowed: both, video, "
+                                         r"audio$"):
         OutpaintRequest(loras=(ok, LoraSpec("b.safetensors", 1, "high"))).validate()
 
 

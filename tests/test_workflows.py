@@ -114,7 +114,7 @@ def _post(comfyui, path, body):
 
 
 def test_constants_and_settings_routes(comfyui):
-    from ltx_outpaint.web_constants import constants
+    from ltx_outpaint.web_constants import constants  # ComfyUI-free (the adapter needs ComfyUI)
 
     with urllib.request.urlopen(comfyui.base_url + "/ltx_outpaint/constants", timeout=30) as r:
         assert json.load(r) == json.loads(json.dumps(constants()))  # the JS gets exactly the Python constants

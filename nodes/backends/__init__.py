@@ -36,6 +36,10 @@ class Progress:
     def interrupted(self) -> bool:
         return False
 
+    def note(self, text: str) -> None:
+        """An outcome the user must see even when the run stops (e.g. "fal request X cancelled")."""
+        log.warning("%s", text)
+
     def check(self) -> None:
         """Raise :class:`Interrupted` if the user asked to stop."""
         if self.interrupted():
@@ -114,7 +118,7 @@ def prepare_job(request: OutpaintRequest, clip: Clip, canvas: CanvasSpec, backen
     lay = layout_canvas(canvas, clip.width, clip.height, backend.snap)
     frames = backend.snap.frames(request.num_frames)
     check_frame_memory(lay.width, lay.height, frames, "resolution",
-                       "use a smaller canvas or fewer num_frames")
+                       "use a smaller canvas or fewer num_frames", node="Outpaint Canvas")
     if (lay.width, lay.height) != canvas.size or frames != request.num_frames:
         log.info("%s backend snaps %dx%dx%d to %dx%dx%d", backend.name, *canvas.size, request.num_frames,
                  lay.width, lay.height, frames)

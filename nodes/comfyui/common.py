@@ -5,12 +5,15 @@ The adapter (this package) is the only code that imports ComfyUI, besides the na
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from fractions import Fraction
 
 from comfy_api.latest import InputImpl, Types, io, ui
 
 from ..backends import Interrupted, OutpaintResult, Progress
+from ..errors import InputError
 from ..media.decode import Audio, Clip, decode_video
 from ..request import FIELDS, OutpaintRequest
 
@@ -91,10 +94,81 @@ class ComfyProgress(Progress):
 
         return comfy.model_management.processing_interrupted()
 
+    def note(self, text: str) -> None:
+        """Shown on the node even when the run stops (progress text does not go through the interrupt hook)."""
+        super().note(text)
+        if self.node_id is not None:
+            from server import PromptServer
+
+            PromptServer.instance.send_progress_text(text, self.node_id)
+
     def check(self) -> None:
         import comfy.model_management
 
         comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+class NodeError(Exception):
+    """What our nodes raise to ComfyUI: a message that reads well on its own.
+
+    ComfyUI reports `exception_type` as the class's module path + name (for a custom node that module path
+    is the pack's folder on the server) and `exception_message` as str(exception). This class's module is
+    "builtins", so the type reads `LTXOutpaintError` and the message starts with the field and node.
+    """
+
+
+NodeError.__module__ = "builtins"
+NodeError.__name__ = NodeError.__qualname__ = "LTXOutpaintError"
+
+
+def node_error(exc: BaseException, node: str) -> NodeError:
+    """Our engine's error as ComfyUI should show it: `field (node): reason`, or fal's message as is."""
+    if isinstance(exc, InputError):
+        return NodeError(str(exc.on_node(node)))
+    return NodeError(str(exc))
+
+
+def _user_errors():
+    from ..fal.errors import FalError
+
+    return InputError, FalError
+
+
+def readable_errors(node_cls):
+    """Wrap a node's `execute` so our errors reach ComfyUI as NodeError (and Interrupted as its interrupt)."""
+    fn = node_cls.__dict__["execute"].__func__
+    node = short_name(node_cls.define_schema().display_name)
+
+    def translate(exc: BaseException):
+        if isinstance(exc, Interrupted):
+            import comfy.model_management
+
+            return comfy.model_management.InterruptProcessingException()
+        return node_error(exc, node)
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def execute(cls, *args, **kwargs):
+            try:
+                return await fn(cls, *args, **kwargs)
+            except (Interrupted, *_user_errors()) as exc:
+                raise translate(exc) from exc
+    else:
+        @functools.wraps(fn)
+        def execute(cls, *args, **kwargs):
+            try:
+                return fn(cls, *args, **kwargs)
+            except (Interrupted, *_user_errors()) as exc:
+                raise translate(exc) from exc
+    node_cls.execute = classmethod(execute)
+    return node_cls
+
+
+def short_name(display_name: str) -> str:
+    """A node's display name as messages use it: "Load Video (LTX Outpaint)" -> "Load Video"."""
+    for suffix in (" (LTX Outpaint)", " (LTX)", " (paid)", " (free, no AI)"):
+        display_name = display_name.replace(suffix, "")
+    return display_name
 
 
 async def interruptible(coro):

@@ -16,6 +16,7 @@ from ..loras import check_lora_spec
 from ..request import LORA_SCALE_RANGE, LORA_TARGETS, MAX_LORAS, LoraSpec, OutpaintRequest
 from .common import (BACKEND, CANVAS, CATEGORY, LORA_STACK, OUTPAINT_OUTPUTS, ComfyProgress, request_field, outpaint_outputs,
                      clip_from_video, interruptible)
+from .paths import lora_fingerprint, lora_source
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +46,27 @@ class LoraStack(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, lora, path_or_url=""):
+        try:  # local paths stay inside the loras folders (symlinks resolved) unless the environment allows more
+            lora_source(lora, path_or_url)
+        except InputError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def fingerprint_inputs(cls, lora, path_or_url="", **kwargs):
+        return lora_fingerprint(lora, path_or_url)
+
+    @classmethod
     def execute(cls, lora, scale, transformer, path_or_url="", lora_stack=None) -> io.NodeOutput:
         stack = tuple(lora_stack or ())
-        path = (path_or_url or "").strip()
-        if not path and lora != "none":
-            path = folder_paths.get_full_path_or_raise("loras", lora)
+        path = lora_source(lora, path_or_url)
         if not path:
             return io.NodeOutput(stack)
         if len(stack) >= MAX_LORAS:
             raise InputError("lora_stack", f"already holds {len(stack)} LoRAs; at most {MAX_LORAS} are allowed")
-        spec = check_lora_spec(LoraSpec(path, scale, transformer), field="lora")
+        field = "path_or_url" if (path_or_url or "").strip() else "lora"
+        spec = check_lora_spec(LoraSpec(path, scale, transformer), field=field, node="LoRA Stack")
         return io.NodeOutput(stack + (spec,))
 
 class PreviewBackendNode(io.ComfyNode):

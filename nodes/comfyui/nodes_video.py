@@ -3,16 +3,21 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 
 import folder_paths
 from comfy_api.latest import io, ui
 
+from ..errors import InputError
 from ..media.decode import DecodeOptions, decode_video
 from ..media.encode import write_mp4
+from ..media.remux import remux_with_metadata
+from .paths import annotated as _annotated, media_policy
 from .common import CATEGORY, SourceVideo, clip_from_video, to_comfy_audio, request_field
 
 log = logging.getLogger(__name__)
+
+
+NODE = "Load Video"
 
 
 def _input_videos() -> list[str]:
@@ -64,32 +69,47 @@ class LoadVideo(io.ComfyNode):
         )
 
     @classmethod
-    def _path(cls, video: str, path_or_url: str) -> str:
-        return path_or_url.strip() or folder_paths.get_annotated_filepath(video)
+    def _source(cls, video: str, path_or_url: str) -> tuple[str, bool]:
+        """(a URL, True) or (the real path of an allowed local file, False); refusals name the input once."""
+        from ..download import is_url
+
+        given = (path_or_url or "").strip()
+        if given and is_url(given):
+            return given, True
+        if given:
+            return media_policy().resolve(given, "path_or_url", NODE), False
+        if not video:
+            raise InputError("video", "no video selected; upload one or set path_or_url", node=NODE)
+        return media_policy().resolve(_annotated(video), "video", NODE), False
 
     @classmethod
     def validate_inputs(cls, video, path_or_url=""):
-        if path_or_url and path_or_url.strip():
-            return True
-        if not video or not folder_paths.exists_annotated_filepath(video):
-            return f"video: file not found in the input folder: {video!r}; upload one or set path_or_url"
+        try:
+            cls._source(video, path_or_url)
+        except InputError as exc:
+            return str(exc)
         return True
 
     @classmethod
     def fingerprint_inputs(cls, video, path_or_url="", **kwargs):
-        path = cls._path(video, path_or_url or "")
-        return f"{path}:{os.path.getmtime(path) if os.path.exists(path) else ''}"
+        given = (path_or_url or "").strip()
+        from ..download import is_url
+
+        if given and is_url(given):
+            return given
+        if given:
+            return media_policy().fingerprint(given)
+        return media_policy().fingerprint(_annotated(video or ""), label=video)
 
     @classmethod
     def execute(cls, video, frame_load_cap, skip_first_frames, select_every_nth, force_fps, max_width,
                 max_height, audio_sample_rate, path_or_url="") -> io.NodeOutput:
-        source = cls._path(video, path_or_url or "")
+        source, temporary = cls._source(video, path_or_url or "")
         opts = DecodeOptions(frame_load_cap, skip_first_frames, select_every_nth, force_fps, max_width,
                              max_height, audio_sample_rate)
-        from ..download import download, is_url, policy_from_env  # httpx only when needed (start-up time)
-
-        temporary = is_url(source)
         if temporary:
+            from ..download import download, policy_from_env  # httpx only when needed (start-up time)
+
             source = download(source, policy=policy_from_env(), field="path_or_url")
         try:
             clip = decode_video(source, opts)
@@ -105,7 +125,8 @@ class LoadVideo(io.ComfyNode):
             log.warning("LTXOutpaintLoadVideo: %s has no audio track; the AUDIO output is silence",
                         os.path.basename(source))
         info = (f"{clip.width}x{clip.height}, {clip.num_frames} frames @ {clip.fps:g} fps; {audio_text}"
-                + ("; untouched source file" if clip.untouched else ""))
+                + ("; untouched source file" if clip.untouched else "")
+                + "".join(f"\n{w}" for w in clip.warnings))
         return io.NodeOutput(clip.frames, to_comfy_audio(audio), clip.fps, clip.num_frames, SourceVideo(clip),
                              ui=ui.PreviewText(info))
 
@@ -117,7 +138,8 @@ class SaveMP4(io.ComfyNode):
             display_name="Save MP4 (LTX Outpaint)",
             category=CATEGORY,
             description="Write an H.264 + AAC MP4 into ComfyUI's output folder (see README for the encoder "
-                        "settings of each quality / write mode).",
+                        "settings of each quality / write mode). A fal result with the same settings is copied "
+                        "without re-encoding, with the prompt/workflow metadata added.",
             inputs=[
                 io.Video.Input("video", tooltip="The video to save."),
                 io.String.Input("filename_prefix", default="ltx-outpaint/outpaint",
@@ -149,7 +171,7 @@ class SaveMP4(io.ComfyNode):
         request = getattr(video, "request", None)
         if encoded and request and (request.video_quality, request.video_write_mode) == (video_quality,
                                                                                          video_write_mode):
-            shutil.copyfile(encoded, path)  # already encoded with these settings: no second encode
+            remux_with_metadata(encoded, path, metadata)  # already encoded with these settings: no re-encode
         else:
             clip = clip_from_video(video)
             write_mp4(path, clip.frames, clip.fps, clip.audio, video_quality, video_write_mode, metadata=metadata)

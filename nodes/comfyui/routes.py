@@ -1,4 +1,8 @@
-"""HTTP routes of the pack: fal key (stored server-side, never echoed in full), settings, constants."""
+"""HTTP routes of the pack: fal key (stored server-side, never echoed in full), settings, constants.
+
+Nothing reachable over HTTP can widen what the server allows: the fal base URLs may only name hosts the
+server's environment allows (the key follows them), and every setting is type-checked (400 with the reason).
+"""
 from __future__ import annotations
 
 from ..settings import find_fal_key, store_fal_key
@@ -27,34 +31,36 @@ def register_routes() -> None:
     async def settings_get(request):
         from ..settings import Settings
 
-        return web.json_response(Settings.load().__dict__)
+        return web.json_response(Settings.load().as_dict())
 
     @routes.post("/ltx_outpaint/settings")
     async def settings_post(request):
-        """Update non-secret settings (base-URL overrides, default backend); unknown names are refused."""
-        import dataclasses
-
+        """Update non-secret settings; a wrong type or value, or a base URL on a host the server's environment
+        does not allow (the key would follow it), is refused with 400 and the reason."""
+        from ..fal.hosts import check_settings_hosts
         from ..settings import Settings
-        from ..web_constants import BACKENDS
 
-        body = await request.json()
-        current = Settings.load()
-        fields = {f.name: f for f in dataclasses.fields(Settings)}
-        if not isinstance(body, dict) or set(body) - set(fields):
-            return web.json_response({"error": f"allowed settings: {', '.join(fields)}"}, status=400)
-        if body.get("default_backend", current.default_backend) not in BACKENDS:
-            return web.json_response({"error": f"default_backend: allowed {', '.join(BACKENDS)}"}, status=400)
-        for name, value in body.items():
-            if name.endswith("_url") and value and not str(value).startswith(("http://", "https://")):
-                return web.json_response({"error": f"{name}: must be an http(s) URL or empty"}, status=400)
-        updated = dataclasses.replace(current, **{k: type(getattr(current, k))(v) for k, v in body.items()})
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the body must be JSON"}, status=400)
+        try:
+            updated = Settings.load().updated(body)
+            check_settings_hosts({k: getattr(updated, k) for k in body})
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         updated.save()
-        return web.json_response(updated.__dict__)
+        return web.json_response(updated.as_dict())
 
     @routes.post("/ltx_outpaint/fal_key")
     async def fal_key_store(request):
-        body = await request.json()
-        value = str(body.get("key", "")) if isinstance(body, dict) else ""
-        store_fal_key(value)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("key", ""), str):
+            return web.json_response({"error": 'the body must be {"key": "<fal key>"} (an empty key deletes it)'},
+                                     status=400)
+        store_fal_key(body.get("key", ""))
         key = find_fal_key()
         return web.json_response({"configured": key is not None, "masked": key.masked() if key else None})

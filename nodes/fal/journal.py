@@ -1,21 +1,33 @@
 """A small on-disk journal of remote requests, so a paid result survives a crash or restart.
 
 One JSON file per request id (written atomically) in `<settings folder>/journal/`. An entry is written
-right after fal accepts a submit and updated as the request progresses; `pending()` lists those whose
-result was not saved yet, and the recover node / `ltx-outpaint recover REQUEST_ID` re-attach to them.
-Entries never hold the API key.
+right after fal accepts a submit and updated as the request progresses. States (`STATES`):
+
+- submitted: fal accepted the job; it is being followed (or the process died while following it);
+- saved: the result was downloaded (`result_path`);
+- failed: fal finished the job with an error (`error` has fal's message), or it could not be followed;
+- cancelled: fal accepted our cancel (`error` says why: interrupt, deadline, ...);
+- recoverable: the job finished (or may finish) at fal and is billed, but its result is not saved yet;
+- unknown: a submit whose answer never came (the connection broke after sending): fal may have created and
+  billed a job; the entry has a local id (`unknown-...`), the request and the time, to find it on fal's
+  dashboard.
+
+`pending()` lists submitted, recoverable and unknown entries; the recover node / `ltx-outpaint recover
+REQUEST_ID` re-attach to a request by its fal id. Entries never hold the API key.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 
 from ..settings import config_dir
 
-STATES = ("submitted", "saved", "failed", "cancelled")
+STATES = ("submitted", "saved", "failed", "cancelled", "recoverable", "unknown")
+PENDING = ("submitted", "recoverable", "unknown")
 
 
 @dataclass
@@ -42,6 +54,13 @@ class Journal:
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", request_id):
             raise ValueError(f"request_id: {request_id!r} is not a valid fal request id")
         return os.path.join(self.directory, f"{request_id}.json")
+
+    def record_unknown(self, endpoint_id: str, request: dict, error: str,
+                       cost_estimate_usd: float | None = None) -> JournalEntry:
+        """Journal a submit whose outcome is unknown (no request id): a local id, state "unknown"."""
+        local_id = f"unknown-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
+        return self.record(JournalEntry(local_id, endpoint_id, "", "", "", request=request,
+                                        cost_estimate_usd=cost_estimate_usd, state="unknown", error=error))
 
     def record(self, entry: JournalEntry) -> JournalEntry:
         path = self._path(entry.request_id)
@@ -73,6 +92,6 @@ class Journal:
         for name in sorted(os.listdir(self.directory)):
             if name.endswith(".json"):
                 entry = self.get(name[:-5])
-                if entry is not None and entry.state == "submitted":
+                if entry is not None and entry.state in PENDING:
                     entries.append(entry)
         return entries

@@ -10,7 +10,7 @@ import itertools
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterator
 
@@ -70,6 +70,8 @@ class Clip:
     #: The frames are exactly the file's frames (a remote backend may upload the file as is).
     untouched: bool = False
     start_time: float = 0.0
+    #: Problems the user should see (e.g. "the file is cut short"); also logged as warnings.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -95,6 +97,7 @@ class VideoInfo:
     duration: float
     frame_count: int  # container's count, or estimated from duration x fps
     has_audio: bool
+    indexed_frames: int = 0  # the count the container's index lists (0 = no index count)
 
 
 def available_memory_bytes() -> int:
@@ -113,19 +116,21 @@ def available_memory_bytes() -> int:
 
 
 def _open(path: str) -> av.container.InputContainer:
-    if not os.path.exists(path):
-        raise InputError("video", f"file not found: {path}")
+    """Open a media file; messages name the file (never its folder) and leave FFmpeg's errno text to the log."""
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise InputError("video", f"file not found: {name}")
     if os.path.getsize(path) == 0:
-        raise InputError("video", f"{os.path.basename(path)} is empty (0 bytes)")
+        raise InputError("video", f"{name} is empty (0 bytes)")
     try:
         return av.open(path, mode="r")
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError("video", f"{os.path.basename(path)} is not a video PyAV can read "
-                                  f"(truncated or not a media file): {exc}") from None
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
+        log.info("%s: PyAV cannot open it: %s", name, exc)
+        raise InputError("video", f"{name} is not a video PyAV can read (truncated or not a media file)") from None
 
 
 def check_frame_memory(width: int, height: int, frames: int, field: str, advice: str,
-                       limit: int | None = None) -> None:
+                       limit: int | None = None, node: str | None = None) -> None:
     """Refuse, before allocating, a float32 [frames,H,W,3] tensor that would not fit in RAM.
 
     `limit` defaults to 80 % of the currently available memory.
@@ -134,7 +139,7 @@ def check_frame_memory(width: int, height: int, frames: int, field: str, advice:
     limit = int(available_memory_bytes() * 0.8) if limit is None else limit
     if needed > limit:
         raise InputError(field, f"{frames} frames of {width}x{height} need {needed / 2**30:.1f} GiB as float32 "
-                                f"but only {limit / 2**30:.1f} GiB of RAM may be used; {advice}")
+                                f"but only {limit / 2**30:.1f} GiB of RAM may be used; {advice}", node=node)
 
 
 def probe(path: str) -> VideoInfo:
@@ -165,12 +170,14 @@ def _probe_container(container, path: str) -> tuple[VideoInfo, Iterator[av.Video
     try:
         first = next(frames, None)
     except av.error.FFmpegError as exc:
-        raise InputError("video", f"{os.path.basename(path)}: cannot decode the first frame ({exc})") from None
+        log.info("%s: the first frame does not decode: %s", os.path.basename(path), exc)
+        raise InputError("video", f"{os.path.basename(path)}: cannot decode the first frame") from None
     if first is None or first.width == 0 or first.height == 0:
         raise InputError("video", f"{os.path.basename(path)}: no decodable frames")
     rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
     width, height = (first.height, first.width) if rotation % 180 == 90 else (first.width, first.height)
-    info = VideoInfo(width, height, rotation, fps, duration, frame_count, bool(container.streams.audio))
+    info = VideoInfo(width, height, rotation, fps, duration, frame_count, bool(container.streams.audio),
+                     int(stream.frames or 0))
     return info, itertools.chain([first], frames)
 
 
@@ -279,8 +286,10 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         n = 0
         first_time = None
         fps = opts.force_fps or info.fps
+        source = _Counted(decoded)
+        cut_short = None
         try:
-            for frame, t in _selected_frames(decoded, opts):
+            for frame, t in _selected_frames(source, opts):
                 if first_time is None:
                     first_time = t
                 if n == out.shape[0]:
@@ -292,10 +301,18 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
                 del rgb  # free before the next frame is converted (fewer page faults)
                 n += 1
         except av.error.FFmpegError as exc:
+            log.info("%s: decoding stopped after %d frames: %s", os.path.basename(path), source.count, exc)
             if n == 0:
-                raise InputError("video", f"{os.path.basename(path)}: decoding failed ({exc})") from None
-            log.warning("%s: decoding stopped after %d frames (%s); the file looks truncated",
-                        os.path.basename(path), n, exc)
+                raise InputError("video", f"{os.path.basename(path)}: decoding failed (the file is damaged or "
+                                          f"cut short)") from None
+            cut_short = f"decoding failed after frame {source.count}"
+        if cut_short is None and source.exhausted and source.count < info.indexed_frames:
+            cut_short = f"its index lists {info.indexed_frames} frames but the data ends after {source.count}"
+    warnings = []
+    if cut_short and n:
+        text = f"{os.path.basename(path)} is cut short ({cut_short}); loaded the {n} frames before the cut"
+        warnings.append("WARNING: " + text)
+        log.warning("%s", text)
     if n == 0:
         raise InputError("skip_first_frames",
                          f"the selection gives 0 frames: the clip has about {info.frame_count} frames "
@@ -314,7 +331,29 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         audio = silent_audio(duration, opts.audio_sample_rate or 44100)
         log.warning("%s has no audio track: returning %.2f s of silence", os.path.basename(path), duration)
     return Clip(frames, float(fps), audio, source_path=os.path.abspath(path),
-                untouched=opts.untouched and n >= info.frame_count, start_time=start)
+                untouched=opts.untouched and n >= info.frame_count and not warnings, start_time=start,
+                warnings=warnings)
+
+
+class _Counted:
+    """An iterator that counts what it yields and notes when its source ran out."""
+
+    def __init__(self, it: Iterator):
+        self._it = iter(it)
+        self.count = 0
+        self.exhausted = False
+
+    def __iter__(self) -> "_Counted":
+        return self
+
+    def __next__(self):
+        try:
+            item = next(self._it)
+        except StopIteration:
+            self.exhausted = True
+            raise
+        self.count += 1
+        return item
 
 
 def _grow(out: torch.Tensor, n: int) -> tuple[torch.Tensor, np.ndarray]:
