@@ -58,7 +58,9 @@ def native(tmp_path_factory, tiny_models):
     server = ComfyUIServer(comfy_dir, str(base), pythonpath=tuple(filter(None, [os.environ.get(ENV_PKGS)])),
                            extra_custom_nodes={"ltx_outpaint_test_support": SUPPORT_PACK},
                            env={"LTX_OUTPAINT_TEST_TINY_GEMMA": tiny_models.comfy_gemma + ".json",
-                                "LTX_OUTPAINT_TEST_PROBE_DIR": str(probe)})
+                                "LTX_OUTPAINT_TEST_PROBE_DIR": str(probe),
+                                # the models are symlinks into the tiny tree: the owner allows that folder
+                                "LTX_OUTPAINT_ALLOWED_PATHS": tiny_models.root})
     server.prepare()
     for role, (kind, name) in OFFICIAL_NAMES.items():
         dst = os.path.join(server.models_dir, kind, name)

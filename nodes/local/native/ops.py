@@ -79,28 +79,19 @@ def spatial_tiled_decode(vae, samples: torch.Tensor, horizontal: int, vertical: 
     return out.reshape(b * frames, *out.shape[2:]).clamp_(0.0, 1.0)
 
 
-def listed_lora(path: str) -> bool:
-    """True when `path` names a file of ComfyUI's own loras list (a loras folder + one of its listed names),
-    as core's LoraLoader trusts them; no `..`, no paths outside those folders."""
-    import folder_paths
-
-    listed = {n.replace("\\", "/") for n in folder_paths.get_filename_list("loras")}
-    full = os.path.abspath(path)
-    for folder in folder_paths.get_folder_paths("loras"):
-        rel = os.path.relpath(full, os.path.abspath(folder))
-        if not rel.startswith("..") and not os.path.isabs(rel) and rel.replace(os.sep, "/") in listed:
-            return True
-    return False
-
-
 def apply_lora_target(model, lora_path: str, strength: float, target: str):
     """Patch `model` with the LoRA entries of `target` (both | video | audio stream of LTX-2.3), through
     core's own LoRA loader. The file must lie inside one of ComfyUI's loras folders."""
     import comfy.sd
     import comfy.utils
 
-    if not listed_lora(lora_path):
-        raise InputError("loras", "not allowed or not found: a LoRA must be a file of ComfyUI's loras folders")
+    import folder_paths
+
+    from ...paths import PathPolicy
+
+    # the same rule as the LoRA Stack's: inside the loras folders, symlinks resolved (+ the server's opt-ins)
+    lora_path = PathPolicy(list(folder_paths.get_folder_paths("loras")), what="LoRA file",
+                           described="ComfyUI's loras folders").resolve(lora_path, "lora_path")
     if strength == 0:
         return model
     sd = comfy.utils.load_torch_file(lora_path, safe_load=True)
