@@ -24,10 +24,10 @@ from ..cost import estimate_cost
 from ..errors import InputError
 from ..media.canvas import NO_SNAP
 from ..media.decode import decode_video
-from ..request import ENDPOINT_ID, lora_node
+from ..request import ENDPOINT_ID, OutpaintRequest, lora_node
 from ..settings import Settings, config_dir, find_fal_key, missing_key_message
 from .errors import FalSubmitUnknown, FalValidationError
-from .follow import LatchedProgress, follow_and_save
+from .follow import LatchedProgress, Saved, follow_and_save
 from .journal import Journal, JournalEntry
 from .messages import DOWNLOAD_ERROR_TYPES, OUTPAINT_NODE, validation_input_error
 from .uploads import UploadCache
@@ -35,6 +35,7 @@ from .uploads import UploadCache
 log = logging.getLogger(__name__)
 
 MAX_LORA_BYTES = 3 * 2**30  # fal's limit per LoRA
+SUBMIT_ANSWER_WAIT_S = 30.0  # detach mode: how long a stopped submit waits for fal's answer
 BACKEND_NODE = "Outpaint Backend: fal.ai"
 FIND_UNKNOWN_JOB = ("find it in fal's request list (fal.ai/dashboard/requests, endpoint {endpoint}, submitted at "
                     "{when}) and load it with the Recover fal Result node, which takes its request id")
@@ -52,6 +53,9 @@ class FalConfig:
     rest_url: str = ""
     cdn_url: str = ""
     output_dir: str = ""  # where results are saved first; "" = <settings folder>/results
+    #: what an interrupt / Ctrl-C does to a submitted job: "cancel" it, or "detach" (leave it running at fal,
+    #: journaled; batches use this so a re-run collects it)
+    on_stop: str = "cancel"
     kind: str = field(default="fal", init=False)
 
 
@@ -102,47 +106,90 @@ class FalBackend:
 
     # ------------------------------------------------------------------ the run
     async def run_async(self, job: OutpaintJob, progress: Progress) -> OutpaintResult:
+        req = job.request
+        with tempfile.TemporaryDirectory(prefix="ltx-outpaint-") as tmp:
+            run = await self.run_to_file(req, lambda client, uploads: self._upload_video(client, job, uploads,
+                                                                                         progress, tmp), progress)
+        return await self.decode(run)
+
+    async def run_file_async(self, request: OutpaintRequest, video_path: str, progress: Progress, *,
+                             job_key: str = "") -> "FalRun":
+        """Upload `video_path` as the request's video, submit, follow and save the result; no decoding.
+
+        The long-clip and batch runners use this (each chunk's video is a file they wrote); `job_key` is
+        journaled with the request so a re-run finds it (`Journal.find`) instead of submitting again.
+        """
+        async def upload(client, uploads):
+            progress.report(2, 100, f"fal: uploading {os.path.basename(video_path)}")
+            url, reused = await uploads.upload_info(client, video_path, progress)
+            return url, reused, video_path
+
+        return await self.run_to_file(request, upload, progress, job_key=job_key)
+
+    async def run_to_file(self, request: OutpaintRequest, upload_video, progress: Progress, *,
+                          job_key: str = "") -> "FalRun":
+        """Every check, then upload (`upload_video(client, uploads)` -> (url, from_cache, file)), submit, follow
+        and save. Returns the saved run, before decoding."""
         from .client import FalClient
 
-        req = job.request
-        width, height = req.canvas_size
-        cost = self.check_cost(width, height, req.num_frames)
+        width, height = request.canvas_size
+        cost = self.check_cost(width, height, request.num_frames)
         progress.report(0, 100, f"fal: estimated cost {cost}")
         key = self.key()
-        for i, lora in enumerate(req.loras):  # every check before anything is uploaded or billed
+        for i, lora in enumerate(request.loras):  # every check before anything is uploaded or billed
             if not lora.is_url() and os.path.getsize(lora.path) > MAX_LORA_BYTES:
                 raise InputError("path_or_url", f"{os.path.basename(lora.path)} is "
                                                 f"{os.path.getsize(lora.path) / 2**30:.2f} GiB; fal accepts at "
                                                 f"most 3 GiB", node=lora_node(i))
-        with tempfile.TemporaryDirectory(prefix="ltx-outpaint-") as tmp:
-            async with FalClient(key, self.hosts()) as client:
-                return await self._run(client, job, cost, progress, tmp)
+        async with FalClient(key, self.hosts()) as client:
+            return await self._run(client, request, upload_video, cost, progress, job_key)
 
-    async def _run(self, client, job: OutpaintJob, cost, progress: Progress, tmp: str) -> OutpaintResult:
+    async def attach(self, entry: JournalEntry, progress: Progress) -> "FalRun":
+        """Follow a journaled request (submitted earlier, maybe by a process that died) and save its result."""
+        from .client import FalClient
+        from .queue import QueueHandle
+
+        hosts = self.hosts()
+        if not entry.status_url:
+            built = QueueHandle.for_request(entry.endpoint_id, entry.request_id, hosts.queue)
+            entry = Journal().update(entry.request_id, status_url=built.status_url,
+                                     response_url=built.response_url, cancel_url=built.cancel_url)
+        if entry.state != "submitted":
+            entry = Journal().update(entry.request_id, state="submitted")
+        handle = QueueHandle(entry.endpoint_id, entry.request_id, entry.status_url, entry.response_url,
+                             entry.cancel_url)
+        async with FalClient(self.key(), hosts) as client:
+            try:
+                saved = await self._save_run(client, handle, entry, LatchedProgress(progress))
+            except FalValidationError as exc:
+                raise validation_input_error(exc) from None
+        return FalRun(saved, handle, entry, [f"fal request {entry.request_id} (re-attached)"])
+
+    async def _run(self, client, request: OutpaintRequest, upload_video, cost, progress: Progress,
+                   job_key: str) -> "FalRun":
         """Upload, submit, follow; a stale cached upload is uploaded again and the request resubmitted once."""
         uploads = UploadCache()
-        inputs = await self._upload_inputs(client, job, uploads, progress, tmp)
+        inputs = await self._upload_inputs(client, request, upload_video, uploads, progress)
         try:
-            return await self._submit_and_follow(client, inputs.payload, cost, progress)
+            return await self._submit_and_save(client, inputs.payload, cost, progress, job_key)
         except FalValidationError as exc:
             stale = _stale_uploads(exc, inputs)
             if not stale:
                 raise validation_input_error(exc) from None
         note = await self._reupload(client, stale, inputs, uploads, progress)
         try:
-            result = await self._submit_and_follow(client, inputs.payload, cost, progress)
+            run = await self._submit_and_save(client, inputs.payload, cost, progress, job_key)
         except FalValidationError as exc:
             raise validation_input_error(exc) from None
-        result.notes.append(note)
-        return result
+        run.notes.append(note)
+        return run
 
-    async def _upload_inputs(self, client, job: OutpaintJob, uploads: UploadCache, progress: Progress,
-                             tmp: str) -> _Inputs:
-        req = job.request
+    async def _upload_inputs(self, client, req: OutpaintRequest, upload_video, uploads: UploadCache,
+                             progress: Progress) -> _Inputs:
         cached: dict[str, str] = {}
         video_url = req.video_url
         if not video_url:
-            video_url, reused, path = await self._upload_video(client, job, uploads, progress, tmp)
+            video_url, reused, path = await upload_video(client, uploads)
             if reused:
                 cached[video_url] = path
         loras = []
@@ -186,26 +233,50 @@ class FalBackend:
         return (f"the cached upload of {', '.join(names)} could no longer be downloaded by fal: uploaded again and "
                 f"submitted once more (the first request failed, so it is not billed)")
 
-    async def _submit_and_follow(self, client, payload: dict, cost, progress: Progress) -> OutpaintResult:
+    async def _submit(self, client, payload: dict, cost, journal: Journal, job_key: str):
+        """Submit once. With `on_stop="detach"` a stop during the POST waits for fal's answer (briefly), so the
+        job is journaled by its id instead of as "unknown"."""
+        if self.config.on_stop != "detach":
+            return await client.submit(self.config.endpoint_id, payload)
+        task = asyncio.ensure_future(client.submit(self.config.endpoint_id, payload))
+        try:
+            return await asyncio.shield(task)
+        except (asyncio.CancelledError, KeyboardInterrupt) as stop:
+            try:
+                handle = await asyncio.wait_for(asyncio.shield(task), SUBMIT_ANSWER_WAIT_S)
+            except BaseException:  # noqa: BLE001 - no answer: the caller journals the submit as unknown
+                raise stop from None
+            journal.record(self._entry(handle, payload, cost, job_key))
+            log.warning("stopped while submitting: fal request %s was created; journaled and left running (re-run "
+                        "to collect it)", handle.request_id)
+            raise
+
+    def _entry(self, handle, payload: dict, cost, job_key: str) -> JournalEntry:
+        return JournalEntry(handle.request_id, self.config.endpoint_id, handle.status_url, handle.response_url,
+                            handle.cancel_url, request=payload, cost_estimate_usd=cost.usd,
+                            error=handle.note or None, job_key=job_key)
+
+    async def _submit_and_save(self, client, payload: dict, cost, progress: Progress, job_key: str = "") -> "FalRun":
         journal = Journal()
         guard = LatchedProgress(progress)
         try:
-            handle = await client.submit(self.config.endpoint_id, payload)
+            handle = await self._submit(client, payload, cost, journal, job_key)
         except FalSubmitUnknown as exc:
             why = f"the connection broke after the submit was sent ({exc.detail or exc})"
-            raise self._unknown_submit(journal, payload, cost, why) from exc
+            raise self._unknown_submit(journal, payload, cost, why, job_key) from exc
         except (asyncio.CancelledError, KeyboardInterrupt) as exc:  # the POST may have reached fal
-            self._unknown_submit(journal, payload, cost, f"the run was stopped while submitting ({type(exc).__name__})")
+            if self.config.on_stop != "detach" or not _answered(journal, job_key, payload):
+                self._unknown_submit(journal, payload, cost,
+                                     f"the run was stopped while submitting ({type(exc).__name__})", job_key)
             raise
-        entry = journal.record(JournalEntry(
-            handle.request_id, self.config.endpoint_id, handle.status_url, handle.response_url,
-            handle.cancel_url, request=payload, cost_estimate_usd=cost.usd, error=handle.note or None))
+        entry = journal.record(self._entry(handle, payload, cost, job_key))
         log.info("fal request %s submitted (estimate %s)", handle.request_id, cost)
-        return await self._follow_and_decode(client, handle, entry, guard)
+        saved = await self._save_run(client, handle, entry, guard)
+        return FalRun(saved, handle, entry, [])
 
-    def _unknown_submit(self, journal: Journal, payload: dict, cost, why: str) -> FalSubmitUnknown:
+    def _unknown_submit(self, journal: Journal, payload: dict, cost, why: str, job_key: str = "") -> FalSubmitUnknown:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        entry = journal.record_unknown(self.config.endpoint_id, payload, why, cost.usd)
+        entry = journal.record_unknown(self.config.endpoint_id, payload, why, cost.usd, job_key)
         text = (f"fal submit: {why}; fal may have created and billed this job; it was not submitted again (that "
                 f"could bill twice): " + FIND_UNKNOWN_JOB.format(endpoint=self.config.endpoint_id, when=when)
                 + f"; journaled as {entry.request_id}")
@@ -215,22 +286,45 @@ class FalBackend:
     async def follow_and_save(self, client, handle, entry: JournalEntry, progress: Progress) -> OutpaintResult:
         """Wait for the job (interrupt and deadline cancel it), then save the result before decoding."""
         try:
-            return await self._follow_and_decode(client, handle, entry, progress)
+            saved = await self._save_run(client, handle, entry, progress)
         except FalValidationError as exc:
             raise validation_input_error(exc) from None
+        return await self.decode(FalRun(saved, handle, entry, []))
 
-    async def _follow_and_decode(self, client, handle, entry: JournalEntry, progress: Progress) -> OutpaintResult:
-        saved = await follow_and_save(client, handle, entry, progress, output_dir=self.output_dir(),
-                                      use_sse=self.config.use_sse, deadline_s=self.config.deadline_s)
+    async def _save_run(self, client, handle, entry: JournalEntry, progress: Progress) -> Saved:
+        return await follow_and_save(client, handle, entry, progress, output_dir=self.output_dir(),
+                                     use_sse=self.config.use_sse, deadline_s=self.config.deadline_s,
+                                     detach=self.config.on_stop == "detach")
+
+    async def decode(self, run: "FalRun") -> OutpaintResult:
+        """Decode a saved run into an OutpaintResult (frames in memory: one request's worth)."""
+        saved, handle, entry = run.saved, run.handle, run.entry
         clip = await asyncio.to_thread(decode_video, saved.path)
         data = saved.data
         has_audio = entry.request.get("generate_audio", True) and not clip.audio.silent
-        notes = [f"fal request {handle.request_id}", f"saved {saved.path}",
-                 f"estimate ${entry.cost_estimate_usd or 0:.4f}"
-                 + (f", billed {saved.billed} MP" if saved.billed is not None else "")]
         return OutpaintResult(clip.frames, clip.fps, clip.audio if has_audio else None, int(data.get("seed", 0)),
                               str(data.get("prompt", "")), self.name, video_path=saved.path,
-                              notes=notes + ([handle.note] if handle.note else []) + clip.warnings)
+                              notes=run.describe() + ([handle.note] if handle.note else []) + clip.warnings)
+
+
+@dataclass
+class FalRun:
+    """A fal request whose result is saved (`saved.path`), before decoding."""
+
+    saved: Saved
+    handle: object
+    entry: JournalEntry
+    notes: list[str]
+
+    def describe(self) -> list[str]:
+        billed = f", billed {self.saved.billed} MP" if self.saved.billed is not None else ""
+        return [f"fal request {self.handle.request_id}", f"saved {self.saved.path}",
+                f"estimate ${self.entry.cost_estimate_usd or 0:.4f}{billed}", *self.notes]
+
+
+def _answered(journal: Journal, job_key: str, payload: dict) -> bool:
+    """Whether a stopped detach-mode submit was answered and journaled by its id (see `_submit`)."""
+    return bool(job_key) and any(e.state != "unknown" and e.request == payload for e in journal.find(job_key))
 
 
 def _stale_uploads(exc: FalValidationError, inputs: _Inputs) -> list[tuple[str, str]]:

@@ -10,7 +10,9 @@ Rules, so that a paid result is never lost and a stopped job is never left runni
 - when fal finished the job first (cancel answers ALREADY_COMPLETED, or the stop came during the download),
   the paid result is saved anyway (shielded) and the stop is reported after;
 - the journal says what happened: saved, cancelled (why), failed (fal's error) or recoverable (billed, not
-  saved: use Recover fal Result with the request id).
+  saved: use Recover fal Result with the request id);
+- `detach=True` (batches): an interrupt, Ctrl-C or task cancellation stops following WITHOUT cancelling the
+  job; the journal keeps it "submitted" (with why), so re-running the batch picks it up by its id.
 """
 from __future__ import annotations
 
@@ -78,17 +80,21 @@ class LatchedProgress(Progress):
 
 
 async def follow_and_save(client, handle, entry: JournalEntry, progress: Progress, *, output_dir: str,
-                          use_sse: bool = True, deadline_s: float = 3600.0) -> Saved:
+                          use_sse: bool = True, deadline_s: float = 3600.0, detach: bool = False) -> Saved:
     """Wait for the job, then download its result (+ sidecar) before anything else can fail.
 
     Raises fal's error when the job failed, :class:`Interrupted` after an interrupt (the job cancelled, or
-    its paid result saved), :class:`FalTimeout` after the deadline (the job cancelled).
+    its paid result saved; with `detach` left running), :class:`FalTimeout` after the deadline (the job
+    cancelled).
     """
     guard = progress if isinstance(progress, LatchedProgress) else LatchedProgress(progress)
     started = time.monotonic()
     try:
         await _follow(client, handle, entry, guard, use_sse, deadline_s, started)
     except BaseException as exc:
+        if detach and (isinstance(exc, DETACH_ON) or guard.stop is not None):
+            _detached(handle, exc, guard)
+            raise
         state, outcome = await _shielded(client, _stop(client, handle, entry, guard, exc, output_dir))
         _raise_stopped(exc, state, outcome, handle, deadline_s, guard.stop is not None)
     saved = await _shielded(client, _save(client, handle, entry, guard, output_dir))
@@ -131,6 +137,22 @@ async def _follow(client, handle, entry: JournalEntry, guard: LatchedProgress, u
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)  # nothing more is sent for this job
+
+
+#: What stops following without cancelling the job when `detach` is on.
+DETACH_ON = (asyncio.CancelledError, KeyboardInterrupt, Interrupted)
+
+
+def _detached(handle, exc: BaseException, guard: LatchedProgress) -> None:
+    """Journal a job left running at fal (state stays "submitted"): a re-run collects it by its id."""
+    rid = handle.request_id
+    text = (f"fal request {rid} left running at fal ({_why(exc, guard)}); re-run the same command to collect its "
+            f"result (it is billed when it completes), or load it with Recover fal Result, request id {rid}")
+    try:
+        Journal().update(rid, state="submitted", error=text)
+    except (OSError, KeyError) as jexc:  # the id is still in the log line below
+        log.warning("could not journal the detach of %s: %s", rid, jexc)
+    log.warning("%s", text)
 
 
 def _why(exc: BaseException, guard: LatchedProgress) -> str:

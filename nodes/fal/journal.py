@@ -14,6 +14,10 @@ right after fal accepts a submit and updated as the request progresses. States (
 
 `pending()` lists submitted, recoverable and unknown entries; the recover node / `ltx-outpaint recover
 REQUEST_ID` re-attach to a request by its fal id. Entries never hold the API key.
+
+`job_key` (optional) names the piece of work a request is for (a long clip's chunk, a batch clip: a hash of
+the input file, the frame range and the request); `find(job_key)` lets a re-run pick the request up again
+instead of submitting it twice.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import os
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from ..settings import config_dir
 
@@ -43,6 +47,7 @@ class JournalEntry:
     state: str = "submitted"
     result_path: str | None = None
     error: str | None = None
+    job_key: str = ""
 
 
 class Journal:
@@ -56,11 +61,12 @@ class Journal:
         return os.path.join(self.directory, f"{request_id}.json")
 
     def record_unknown(self, endpoint_id: str, request: dict, error: str,
-                       cost_estimate_usd: float | None = None) -> JournalEntry:
+                       cost_estimate_usd: float | None = None, job_key: str = "") -> JournalEntry:
         """Journal a submit whose outcome is unknown (no request id): a local id, state "unknown"."""
         local_id = f"unknown-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
         return self.record(JournalEntry(local_id, endpoint_id, "", "", "", request=request,
-                                        cost_estimate_usd=cost_estimate_usd, state="unknown", error=error))
+                                        cost_estimate_usd=cost_estimate_usd, state="unknown", error=error,
+                                        job_key=job_key))
 
     def record(self, entry: JournalEntry) -> JournalEntry:
         path = self._path(entry.request_id)
@@ -83,9 +89,26 @@ class Journal:
     def get(self, request_id: str) -> JournalEntry | None:
         try:
             with open(self._path(request_id), encoding="utf-8") as f:
-                return JournalEntry(**json.load(f))
+                data = json.load(f)
         except FileNotFoundError:
             return None
+        known = {f.name for f in fields(JournalEntry)}
+        return JournalEntry(**{k: v for k, v in data.items() if k in known})
+
+    def find(self, job_key: str) -> list[JournalEntry]:
+        """Every entry recorded for `job_key`, oldest submit first."""
+        if not job_key:
+            return []
+        found = []
+        for name in os.listdir(self.directory):
+            if name.endswith(".json"):
+                try:
+                    entry = self.get(name[:-5])
+                except (ValueError, TypeError, OSError):
+                    continue
+                if entry is not None and entry.job_key == job_key:
+                    found.append(entry)
+        return sorted(found, key=lambda e: e.submitted_at)
 
     def pending(self) -> list[JournalEntry]:
         entries = []
