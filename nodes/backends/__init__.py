@@ -53,6 +53,10 @@ class OutpaintJob:
     canvas: CanvasSpec
     layout: CanvasLayout  # after the backend's snapping
     num_frames: int  # after the backend's snapping
+    #: Continuity across long-clip chunks: the previous chunk's last generated frames over the whole canvas,
+    #: [k,H,W,3] float32 0..1 at the layout's size, to guide this job's first k frames (frame_idx 0). Only
+    #: set for a backend whose `accepts_start_frames` is True; others get None and their joins are cross-faded.
+    start_frames: torch.Tensor | None = None
 
 
 @dataclass
@@ -71,7 +75,10 @@ class OutpaintResult:
 
 
 class Backend(Protocol):
-    """A backend implements `run` (blocking; run in a worker thread) or `run_async` (remote I/O)."""
+    """A backend implements `run` (blocking; run in a worker thread) or `run_async` (remote I/O).
+
+    Optional: `accepts_start_frames = True` when it honours `OutpaintJob.start_frames`.
+    """
 
     name: str
     snap: SnapRule
