@@ -2,6 +2,8 @@
 
     ltx-outpaint sample clip.mp4                       # write a small generated test clip
     ltx-outpaint run clip.mp4 -o wide.mp4 --prompt "..." [--resolution 1280x720] [--backend preview]
+    ltx-outpaint long trip.mp4 -o wide.mp4 --prompt "..."          # any length: scene cuts + chunks, streamed
+    ltx-outpaint batch clips/ more.mp4 -o out/ --concurrency 3 --max-total-cost-usd 20
 
 Every request field of the fal endpoint is an option (see `ltx-outpaint run --help`).
 """
@@ -58,10 +60,10 @@ def parse_lora(parts: Sequence[str]) -> LoraSpec:
     return LoraSpec(parts[0], scale, parts[2] if len(parts) > 2 else "both")
 
 
-def _add_request_options(p: argparse.ArgumentParser) -> None:
+def _add_request_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     g = p.add_argument_group("request fields (fal endpoint schema; same meaning on every backend)")
     for spec in FIELDS.values():
-        if spec.name in ("video_url", "loras"):
+        if spec.name in ("video_url", "loras") or spec.name in skip:
             continue
         flag = "--" + spec.name.replace("_", "-")
         bounds = f" [{spec.minimum}..{spec.maximum}]" if spec.minimum is not None else ""
@@ -85,21 +87,7 @@ def _add_request_options(p: argparse.ArgumentParser) -> None:
                         "Repeat for up to 3 LoRAs.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ltx-outpaint", description="Video outpainting with LTX-2.3 and LoRAs.")
-    p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("sample", help="Write a small generated sample clip (vertical, with audio).")
-    s.add_argument("output", help="Where to write the MP4.")
-    s.add_argument("--width", type=int, default=320)
-    s.add_argument("--height", type=int, default=576)
-    s.add_argument("--frames", type=int, default=48)
-    s.add_argument("--fps", type=float, default=24.0)
-
-    r = sub.add_parser("run", help="Outpaint a video.")
-    r.add_argument("input", help="Source video: a file path or an https URL (fetched with the safe downloader).")
-    r.add_argument("-o", "--output", required=True, help="Output MP4 path (a .json sidecar is written beside it).")
+def _add_backend_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto = local when every model file for --recipe is found, else fal when a fal key is "
                         "configured (FAL_KEY or the pack's settings), else the free preview (no AI).")
@@ -123,10 +111,47 @@ def build_parser() -> argparse.ArgumentParser:
                     help="An explicit model file, e.g. dev=/x/ltx-2.3-22b-dev.safetensors; roles: dev, distilled, "
                          "distilled_lora, ic_lora_outpaint, spatial_upsampler, text_encoder.")
     lo.add_argument("--loras-dir", default=None, help="Where LoRAs given as URLs are cached.")
+
+
+def _add_canvas_options(r: argparse.ArgumentParser) -> None:
     c = r.add_argument_group("canvas placement (fal always centres)")
     c.add_argument("--anchor", choices=tuple(ANCHORS), default="center")
     c.add_argument("--offset-x", type=int, default=0, help="Pixels right of the anchored position.")
     c.add_argument("--offset-y", type=int, default=0, help="Pixels below the anchored position.")
+
+
+def _add_long_options(r: argparse.ArgumentParser) -> None:
+    g = r.add_argument_group("long clips (scene cuts, overlapping chunks; see README 'Long clips and batches')")
+    g.add_argument("--no-scenes", action="store_true", help="Do not split at scene cuts (one scene).")
+    g.add_argument("--scene-threshold", type=float, default=27.0,
+                   help="Scene-cut threshold (PySceneDetect's ContentDetector score; default 27).")
+    g.add_argument("--min-scene-len", type=int, default=15, help="Shortest scene in frames (default 15).")
+    g.add_argument("--chunk-frames", type=int, default=0,
+                   help="Frames per request (0 = the backend's default: fal 481 (its maximum), local 121, preview 481).")
+    g.add_argument("--overlap-frames", type=int, default=17,
+                   help="Frames shared by consecutive chunks of a scene, cross-faded (default 17; local: whole "
+                        "latent frames, 8k+1).")
+    g.add_argument("--no-condition", action="store_true",
+                   help="Local: do not guide a chunk with the previous chunk's last frames (cross-fade only).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ltx-outpaint", description="Video outpainting with LTX-2.3 and LoRAs.")
+    p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sample", help="Write a small generated sample clip (vertical, with audio).")
+    s.add_argument("output", help="Where to write the MP4.")
+    s.add_argument("--width", type=int, default=320)
+    s.add_argument("--height", type=int, default=576)
+    s.add_argument("--frames", type=int, default=48)
+    s.add_argument("--fps", type=float, default=24.0)
+
+    r = sub.add_parser("run", help="Outpaint a video.")
+    r.add_argument("input", help="Source video: a file path or an https URL (fetched with the safe downloader).")
+    r.add_argument("-o", "--output", required=True, help="Output MP4 path (a .json sidecar is written beside it).")
+    _add_backend_options(r)
+    _add_canvas_options(r)
     d = r.add_argument_group("source selection")
     d.add_argument("--frame-load-cap", type=int, default=0, help="Load at most N frames (0 = all).")
     d.add_argument("--skip-first-frames", type=int, default=0)
@@ -135,6 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-width", type=int, default=0)
     d.add_argument("--max-height", type=int, default=0)
     _add_request_options(r)
+
+    lg = sub.add_parser("long", help="Outpaint a clip of any length: split at scene cuts and into overlapping "
+                                     "chunks, streamed to the output (re-run the same command to resume).")
+    lg.add_argument("input", help="Source video file.")
+    lg.add_argument("-o", "--output", required=True, help="Output MP4 (+ .json sidecar with scenes and joins).")
+    _add_backend_options(lg)
+    _add_canvas_options(lg)
+    _add_long_options(lg)
+    _add_request_options(lg, skip=("num_frames", "frames_per_second"))
+
+    b = sub.add_parser("batch", help="Outpaint many clips (files and folders); re-run the same command to resume.")
+    b.add_argument("inputs", nargs="+", help="Video files and/or folders (their videos, not subfolders).")
+    b.add_argument("-o", "--output", required=True, help="Output folder (outputs, manifest, batch-summary.json/.csv).")
+    b.add_argument("--concurrency", type=int, default=2, help="fal requests at a time (default 2; local and preview "
+                                                             "clips run one after another).")
+    b.add_argument("--max-total-cost-usd", type=float, default=0.0,
+                   help="Refuse the whole batch, before anything is uploaded, when fal's estimate is above this.")
+    _add_backend_options(b)
+    _add_canvas_options(b)
+    _add_long_options(b)
+    _add_request_options(b, skip=("num_frames", "frames_per_second"))
 
     rec = sub.add_parser("recover", help="Fetch a fal request's result by id (after a crash or restart).")
     rec.add_argument("request_id")
@@ -186,7 +232,7 @@ def _local_ready(config) -> bool:
     return True
 
 
-def _backend_config(args: argparse.Namespace):
+def _backend_config(args: argparse.Namespace, fal_output_dir: str | None = None):
     from .fal.backend import FalConfig
     from .settings import find_fal_key
 
@@ -204,8 +250,9 @@ def _backend_config(args: argparse.Namespace):
     if kind == "local":
         return _local_config(args)
     if kind == "fal":
+        out = os.path.dirname(os.path.abspath(args.output)) if fal_output_dir is None else fal_output_dir
         return FalConfig(max_cost_usd=args.max_cost_usd, deadline_s=args.deadline_s, use_sse=not args.no_sse,
-                         output_dir=os.path.dirname(os.path.abspath(args.output)))
+                         output_dir=out)
     return PreviewConfig(fill=args.fill)
 
 
@@ -257,6 +304,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _long_request(args: argparse.Namespace) -> tuple[OutpaintRequest, CanvasSpec]:
+    values = {name: getattr(args, name) for name in FIELDS
+              if name not in ("video_url", "loras", "num_frames", "frames_per_second")}
+    request = OutpaintRequest(**values, loras=tuple(parse_lora(x) for x in args.lora)).validate()
+    canvas = CanvasSpec(request.resolution, request.source_scale, args.anchor, args.offset_x, args.offset_y)
+    return request, canvas
+
+
+def _long_options(args: argparse.Namespace):
+    from .long.runner import LongOptions
+
+    return LongOptions(detect_scenes=not args.no_scenes, scene_threshold=args.scene_threshold,
+                       min_scene_len=args.min_scene_len, chunk_frames=args.chunk_frames,
+                       overlap_frames=args.overlap_frames, condition_on_previous=not args.no_condition)
+
+
+def cmd_long(args: argparse.Namespace) -> int:
+    from .long.runner import run_long
+
+    request, canvas = _long_request(args)
+    config = _backend_config(args, fal_output_dir="")
+    if getattr(config, "kind", "") == "fal":
+        import dataclasses
+
+        config = dataclasses.replace(config, on_stop="detach")
+    result = run_long(args.input, args.output, request, canvas, config, _long_options(args), Progress())
+    log.info("%s", result.summary())
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch.inputs import list_inputs
+    from .batch.progress import TextBars
+    from .batch.runner import run_batch
+
+    request, canvas = _long_request(args)
+    config = _backend_config(args, fal_output_dir="")
+    inputs = list_inputs(args.inputs, exclude=args.output)
+    summary = run_batch(inputs, args.output, request, canvas, config, _long_options(args),
+                        concurrency=args.concurrency, max_total_cost_usd=args.max_total_cost_usd, sink=TextBars())
+    sys.stderr.write(summary.text() + f"\nsummary: {summary.summary_json}, {summary.summary_csv}\n")
+    return 0 if summary.totals["failed"] == 0 and summary.totals["interrupted"] == 0 else 4
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -271,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "recover":
             return cmd_recover(args)
+        if args.command == "long":
+            return cmd_long(args)
+        if args.command == "batch":
+            return cmd_batch(args)
         return cmd_run(args)
     except (InputError, ValueError) as exc:
         log.error("%s", exc)

@@ -47,6 +47,10 @@ Choices where fal's docs are silent (kept strict so client bugs show up):
     per-step logs; `download_seconds`: every download is spread over that long.
   - accounting: `billed_unsaved()` lists jobs that produced a (billed) output which was never delivered in
     full (downloaded to its last byte, or returned inline for sync_mode) and not cancelled.
+  - concurrency: `in_flight` is the number of jobs submitted and not yet COMPLETED, `peak_in_flight` the most
+    there ever were at once (what an account's concurrency limit counts).
+  - `input_rule(params, video_bytes)`: a test hook the runner calls when a job starts; a returned list of
+    422 entries fails the job with 422 (as fal's runner rejects an input it cannot use).
 """
 from __future__ import annotations
 
@@ -491,6 +495,8 @@ class FakeFal:
         self.tick_s = tick_s
         self.download_seconds = download_seconds
         self.cancel_is_ignored = False
+        self.input_rule: Callable[[dict, bytes | None], list | None] | None = None
+        self._peak_in_flight = 0
         self._own_workdir = workdir is None
         self.workdir = workdir
         self._lock = threading.RLock()
@@ -574,6 +580,18 @@ class FakeFal:
     def files(self) -> dict[str, StoredFile]:
         with self._lock:
             return dict(self._files)
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs submitted and not yet COMPLETED."""
+        with self._lock:
+            return sum(1 for j in self._jobs.values() if not j.done)
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most jobs that were in flight at once."""
+        with self._lock:
+            return self._peak_in_flight
 
     @property
     def faults(self) -> list[Fault]:
@@ -794,6 +812,7 @@ class FakeFal:
         with self._cond:
             self._jobs[rid] = job
             self._submits += 1
+            self._peak_in_flight = max(self._peak_in_flight, sum(1 for j in self._jobs.values() if not j.done))
             position = self._position(job)
             self._cond.notify_all()
         t = threading.Thread(target=self._run_job, args=(job,), name=f"fakefal-job-{rid[:8]}", daemon=True)
@@ -996,6 +1015,18 @@ class FakeFal:
                                 "url": "https://docs.fal.ai/errors#file_download_error", "input": url})
         return out
 
+    def _input_video(self, job: Job) -> bytes | None:
+        """The bytes of the job's video_url when it is a file on this CDN."""
+        url = job.params.get("video_url")
+        prefix = self.cdn_url + "/files/"
+        if not isinstance(url, str) or not url.startswith(prefix):
+            return None
+        f = self._files.get(url[len(prefix):])
+        if f is None:
+            return None
+        with open(f.path, "rb") as fh:
+            return fh.read()
+
     def _run_job(self, job: Job) -> None:
         if self.tick_s:
             t = threading.Thread(target=self._tick, args=(job,), name=f"fakefal-tick-{job.request_id[:8]}",
@@ -1032,7 +1063,9 @@ class FakeFal:
                 self._fail(job)
                 return
             missing = self._missing_inputs(job) if job.params else []
-            if missing:  # the runner could not fetch an input
+            if not missing and job.params and self.input_rule is not None:
+                missing = self.input_rule(job.params, self._input_video(job)) or []
+            if missing:  # the runner could not fetch or use an input
                 job.fail = {"status": 422, "detail": missing, "message": None, "error_type": None, "at": "running"}
                 self._fail(job)
                 return

@@ -389,8 +389,9 @@ async def _run_fal_chunks(backend, source: str, request: OutpaintRequest, canvas
         for chunk, task in zip(plan.chunks, tasks):
             try:
                 out = await task
-            except BaseException:
-                # let the other requests finish and be saved (they are paid; a re-run reuses them)
+            except Exception:
+                # a failed chunk fails the clip; the other requests finish and are saved first (they are paid,
+                # and a re-run reuses them)
                 others = [t for t in tasks if not t.done()]
                 if others:
                     await asyncio.gather(*others, return_exceptions=True)

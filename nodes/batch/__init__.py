@@ -1,0 +1,1 @@
+"""Many clips at once: `ltx-outpaint batch` and the Outpaint Folder node (see runner.py)."""

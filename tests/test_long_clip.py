@@ -1,0 +1,243 @@
+"""Clips of any length through the preview backend: every frame in order, audio continuous, cuts on scene
+boundaries, memory bounded by a chunk (instrumented, not timed; tests/bench_long_clip.py prints peak RSS)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from long_clips import chirp, read_index, window_correlation, write_long_clip
+from ltx_outpaint.errors import InputError
+from ltx_outpaint.long import runner as long_runner
+from ltx_outpaint.long.assemble import Assembler, ChunkOutput
+from ltx_outpaint.long.joins import crossfade_frames, ramp
+from ltx_outpaint.long.plan import Chunk, ChunkRule, chunk_rule, plan_chunks
+from ltx_outpaint.long.reader import AudioReader, FrameReader
+from ltx_outpaint.long.runner import LongOptions, run_long
+from ltx_outpaint.long.writer import StreamingWriter
+from ltx_outpaint.media.canvas import EVEN_SNAP, CanvasSpec, layout_canvas
+from ltx_outpaint.media.decode import decode_audio, decode_video
+from ltx_outpaint.request import ImageSize, OutpaintRequest
+
+CANVAS = CanvasSpec(ImageSize(128, 64), 1.0)
+FPS = 24.0
+
+
+def output_indices(path: str) -> list[int]:
+    s = layout_canvas(CANVAS, 64, 48, EVEN_SNAP).source
+    out = []
+    with FrameReader(path) as r:
+        for block in r.iter_blocks(0, 10**9, 64):
+            out += [read_index(rgb, s.x, s.y, s.width, s.height) for rgb in block]
+    return out
+
+
+@pytest.fixture(scope="module")
+def ten_minutes(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("long") / "ten_minutes.mp4")
+    cuts = write_long_clip(path, 600, fps=FPS, seed=1)
+    return path, cuts
+
+
+@pytest.mark.slow
+def test_ten_minute_clip_every_frame_continuous_audio_cuts_on_scenes(ten_minutes, tmp_path):
+    path, cuts = ten_minutes
+    out = str(tmp_path / "wide.mp4")
+    res = run_long(path, out, OutpaintRequest(prompt="a wide view", seed=4), CANVAS)
+    total = int(600 * FPS)
+    # every frame, in order (the source's frame index is read back from the output's source area)
+    assert res.frames == total
+    assert output_indices(out) == list(range(total))
+    # cuts fall on scene boundaries: the plan's scenes are the clip's, and no chunk crosses one
+    scenes = [(a, b) for a, b in zip([0, *cuts], [*cuts, total])]
+    assert [tuple(s) for s in res.plan.scenes] == scenes
+    for c in res.plan.chunks:
+        a, b = scenes[c.scene]
+        assert a <= c.start < c.end <= b and c.length <= 481
+    assert [j["frame"] for j in res.joins() if j["kind"] == "scene_cut"] == cuts
+    assert any(j["kind"] == "chunk_join" for j in res.joins())  # some scenes are longer than one request
+    side = json.load(open(out + ".json"))
+    assert side["joins"] == res.joins() and side["output"]["audio"] == "source"
+    # the audio is the source's chirp, continuous: every 20 ms window matches the formula, joins included
+    audio = decode_audio(out)
+    wave = audio.waveform[0].numpy()
+    n = int(total / FPS * audio.sample_rate)
+    assert abs(wave.shape[0] - n) <= audio.sample_rate // 10
+    t = np.arange(n) / audio.sample_rate
+    corr = window_correlation(wave[:n], chirp(t, total / FPS), audio.sample_rate // 50)
+    assert corr[5:].min() > 0.99, f"audio breaks at {np.argmin(corr[5:]) * 0.02 + 0.1:.2f} s"
+    for j in res.joins():
+        w = int(j["time_s"] * 50)
+        assert corr[max(5, w - 3):w + 3].min() > 0.99
+
+
+def test_streaming_holds_a_chunk_not_the_clip(tmp_path, monkeypatch):
+    """Instrumented: the whole-clip decoder is never used, no read is longer than a chunk, the reader and the
+    assembler hold at most a chunk + overlap, every backend job is one chunk."""
+    path = str(tmp_path / "clip.mp4")
+    write_long_clip(path, 40, fps=FPS, seed=2)
+
+    def no_whole_clip(*a, **k):
+        raise AssertionError("decode_video (the whole clip) must not be used by a long-clip run")
+
+    monkeypatch.setattr("ltx_outpaint.media.decode.decode_video", no_whole_clip)
+    reads, readers, jobs, assemblers = [], [], [], []
+    real_read, real_init = FrameReader.read, FrameReader.__init__
+
+    def read(self, start, count):
+        reads.append(count)
+        return real_read(self, start, count)
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        readers.append(self)
+
+    monkeypatch.setattr(FrameReader, "read", read)
+    monkeypatch.setattr(FrameReader, "__init__", init)
+    from ltx_outpaint.backends.preview import PreviewBackend
+
+    real_run = PreviewBackend.run
+
+    def run(self, job, progress):
+        jobs.append(job.clip.num_frames)
+        return real_run(self, job, progress)
+
+    monkeypatch.setattr(PreviewBackend, "run", run)
+    real_add = Assembler.add
+
+    def add(self, chunk, output):
+        assemblers.append(self)
+        return real_add(self, chunk, output)
+
+    monkeypatch.setattr(Assembler, "add", add)
+    opts = LongOptions(chunk_frames=60, overlap_frames=9)
+    res = run_long(path, str(tmp_path / "out.mp4"), OutpaintRequest(prompt="x", seed=1), CANVAS, None, opts)
+    assert res.frames == 960 and len(res.plan.chunks) >= 16
+    assert max(jobs) <= 60 and len(jobs) == len(res.plan.chunks)
+    big = [r for r in readers if r.width == 64]  # full-size readers (the analysis reads small frames)
+    assert max(reads) <= 64 and all(r.stats["max_held"] <= 60 + 9 for r in big)
+    assert max(a.max_held_frames for a in assemblers) <= 16 + 2 * 9
+    assert output_indices(str(tmp_path / "out.mp4")) == list(range(960))
+
+
+def test_plan_balances_overlapping_chunks_and_pads_short_scenes():
+    rule = ChunkRule(481)
+    plan = plan_chunks([(0, 1000), (1000, 1005), (1005, 1400)], 24.0, rule, 17)
+    c = plan.chunks
+    # 1000 frames, 17 overlap, at most 481: ceil(983 / 464) = 3 chunks of 983 / 3 = 327.7 new frames each
+    assert [(x.start, x.end, x.overlap, x.scene) for x in c] == [(0, 345, 0, 0), (328, 672, 17, 0),
+                                                                 (655, 1000, 17, 0), (1000, 1005, 0, 1),
+                                                                 (1005, 1400, 0, 2)]
+    assert c[3].request_frames == 9 and c[4].request_frames == 395  # short scene padded to fal's minimum
+    assert all(x.length <= 481 for x in c)
+    local = chunk_rule("local", 121, frames_8k1=True)
+    plan = plan_chunks([(0, 1000)], 24.0, local, 17)
+    assert all((x.request_frames - 1) % 8 == 0 and x.length <= x.request_frames <= 121 for x in plan.chunks)
+    covered = set()
+    for x in plan.chunks:
+        covered |= set(range(x.start, x.end))
+    assert covered == set(range(1000))
+    with pytest.raises(InputError, match="chunk_frames"):
+        chunk_rule("fal", 600)
+    with pytest.raises(InputError, match="overlap_frames"):
+        plan_chunks([(0, 100)], 24.0, ChunkRule(40), 30)
+
+
+def test_crossfade_ramp():
+    assert np.allclose(ramp(3), [0.25, 0.5, 0.75])
+    a, b = torch.zeros(3, 2, 2, 3), torch.ones(3, 2, 2, 3)
+    assert torch.allclose(crossfade_frames(a, b)[:, 0, 0, 0], torch.tensor([0.25, 0.5, 0.75]))
+
+
+def test_reader_ranges_equal_the_whole_clip_decoder(tmp_path):
+    from ltx_outpaint.media.sample import write_sample
+
+    path = write_sample(str(tmp_path / "s.mp4"), 64, 64, 150, 24.0)
+    full = (decode_video(path).frames.numpy() * 255).round().astype(np.uint8)
+    with FrameReader(path, keep=10) as r:
+        assert r.count_slots() == 150
+        for start, count in ((0, 40), (30, 50), (120, 40), (5, 3), (100, 10)):
+            got = r.read(start, count)
+            assert np.array_equal(got, full[start:start + count]), (start, count)
+        assert r.stats["seeks"] >= 1
+    ref = decode_audio(path).waveform.numpy()
+    ar = AudioReader(path)
+    for start, count in ((0, 30000), (25000, 30000), (100000, 5000), (10, 10)):
+        assert np.abs(ar.read(start, count) - ref[:, start:start + count]).max() < 1e-4, (start, count)
+    tail = ar.read(ref.shape[1] - 10, 100)
+    assert np.all(tail[:, 20:] == 0)  # silence past the end
+    ar.close()
+
+
+def test_variable_frame_rate_reads_on_a_constant_timeline(tmp_path):
+    from ltx_outpaint.media.decode import DecodeOptions
+    from ltx_outpaint.media.sample import write_sample
+
+    times = [0.0, 0.04, 0.05, 0.15, 0.2, 0.21, 0.3, 0.4, 0.45, 0.5]
+    path = write_sample(str(tmp_path / "vfr.mp4"), 64, 64, len(times), 20.0, frame_times=times)
+    with FrameReader(path) as r:
+        n = r.count_slots()
+        got = r.read(0, n)
+    ref = decode_video(path, DecodeOptions(force_fps=r.fps)).frames
+    assert n == ref.shape[0]
+    assert np.array_equal(got, (ref.numpy() * 255).round().astype(np.uint8))
+
+
+def test_generated_audio_is_crossfaded_at_joins_and_declicked_at_cuts(tmp_path):
+    """Chunks whose generated audio starts at an unrelated phase: joined, the wave has no jump; naive
+    concatenation would."""
+    rate, fps = 8000, 24.0
+    plan = plan_chunks([(0, 96), (96, 150)], fps, ChunkRule(60), 12)
+    writer_holder = {}
+
+    def open_writer(r, ch):
+        writer_holder["w"] = StreamingWriter(str(tmp_path / "g.mp4"), fps, audio_rate=r, audio_channels=ch)
+        return writer_holder["w"]
+
+    asm = Assembler(open_writer, plan, None, True)
+    written = []
+    real = StreamingWriter.write_audio
+
+    def capture(self, wave):
+        written.append(np.asarray(wave))
+        return real(self, wave)
+
+    StreamingWriter.write_audio = capture
+    try:
+        for c in plan.chunks:
+            n = round(c.length * rate / fps)
+            t = np.arange(n) / rate
+            wave = 0.5 * np.sin(2 * np.pi * 440 * t + 1.7 * c.index)[None].astype(np.float32)
+            asm.add(c, ChunkOutput(frames=torch.full((c.length, 8, 8, 3), 0.5), audio=wave, audio_rate=rate))
+        asm.finish()
+    finally:
+        StreamingWriter.write_audio = real
+    wave = np.concatenate(written, axis=1)[0]
+    assert wave.shape[0] == round(150 * rate / fps)
+    step = 2 * np.pi * 440 / rate * 0.5  # the largest sample-to-sample change of the tone itself
+    jumps = np.abs(np.diff(wave))
+    assert jumps.max() < 1.6 * step, f"click of {jumps.max():.3f} at sample {np.argmax(jumps)}"
+    naive = np.concatenate([0.5 * np.sin(2 * np.pi * 440 * np.arange(1000) / rate + 1.7 * k) for k in range(2)])
+    assert np.abs(np.diff(naive)).max() > 3 * step  # the check can fail
+
+
+def test_fps_outside_the_request_range_is_refused(tmp_path):
+    from ltx_outpaint.media.sample import write_sample
+
+    path = write_sample(str(tmp_path / "fast.mp4"), 64, 64, 30, 120.0)
+    with pytest.raises(InputError, match="120 fps"):
+        run_long(path, str(tmp_path / "o.mp4"), OutpaintRequest(prompt="x"), CANVAS)
+    assert not os.path.exists(str(tmp_path / "o.mp4"))
+
+
+def test_rerun_keeps_the_seed_and_the_analysis(tmp_path, monkeypatch):
+    path = str(tmp_path / "c.mp4")
+    write_long_clip(path, 8, fps=FPS, seed=3)
+    out = str(tmp_path / "o.mp4")
+    first = run_long(path, out, OutpaintRequest(prompt="x"), CANVAS)
+    monkeypatch.setattr(long_runner, "analyze_clip", lambda *a, **k: pytest.fail("analysed twice"))
+    second = run_long(path, out, OutpaintRequest(prompt="x"), CANVAS)
+    assert first.seed == second.seed
