@@ -42,10 +42,10 @@ def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
 
 
-def refused(given: str, field: str, node: str | None, what: str, folders: str) -> InputError:
+def refused(given: str, field: str, node: str | None, what: str, folders: str, noun: str = "file") -> InputError:
     """The one message for "does not exist" and "not allowed" (the file name only)."""
     name = os.path.basename(str(given).replace("\\", "/").rstrip("/")) or str(given)
-    return InputError(field, f"{name!r} is not an allowed {what}: no such file in {folders} (the server's owner "
+    return InputError(field, f"{name!r} is not an allowed {what}: no such {noun} in {folders} (the server's owner "
                              f"can allow other folders with {ENV_ALLOWED_PATHS})", node=node)
 
 
@@ -71,6 +71,14 @@ class PathPolicy:
         if is_file and (self.any or any(_within(real, r) for r in self.roots)):
             return real
         raise refused(given, field, node, self.what, self.described)
+
+    def resolve_folder(self, given: str, field: str, node: str | None = None) -> str:
+        """The real path of `given` if it is an allowed folder (same rules and refusal as `resolve`)."""
+        real = os.path.realpath(self._candidate(given))
+        is_dir = os.path.isdir(real)
+        if is_dir and (self.any or any(_within(real, r) for r in self.roots)):
+            return real
+        raise refused(given, field, node, self.what.replace("file", "folder"), self.described, noun="folder")
 
     def resolve_missing(self, given: str, field: str, node: str | None = None) -> InputError:
         """The refusal for a name that is in none of the folders (same text as `resolve`'s, same work)."""

@@ -12,7 +12,7 @@ from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 from ..settings import set_default_config_dir
-from . import nodes_canvas, nodes_fal, nodes_local, nodes_native, nodes_outpaint, nodes_video
+from . import nodes_canvas, nodes_fal, nodes_local, nodes_long, nodes_native, nodes_outpaint, nodes_video
 from .common import readable_errors
 from .routes import register_routes
 
@@ -20,7 +20,7 @@ set_default_config_dir(os.path.join(folder_paths.get_user_directory(), "ltx_outp
 
 NODES = [*nodes_video.NODES[:1], *nodes_canvas.NODES, *nodes_outpaint.NODES[:2], nodes_fal.NODES[0],
          *nodes_local.NODES, nodes_outpaint.NODES[2], nodes_fal.NODES[1], nodes_video.NODES[1],
-         *nodes_native.NODES]
+         *nodes_native.NODES, *nodes_long.NODES]
 for _node in NODES:  # our errors read "field (node): reason" in ComfyUI, with no module path
     readable_errors(_node)
 

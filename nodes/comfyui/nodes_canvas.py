@@ -5,12 +5,16 @@ import logging
 
 from comfy_api.latest import io, ui
 
-from ..media.canvas import ANCHORS, CanvasSpec, composite, layout_canvas, snap_summary
+import torch
+
+from ..media.canvas import ANCHORS, FILL_RGB, CanvasSpec, composite, layout_canvas, snap_summary
 from ..media.decode import check_frame_memory
 from ..request import CANVAS_SIDE_RANGE, RESOLUTION_PRESETS, ImageSize, OutpaintRequest
 from .common import CANVAS, CATEGORY, CUSTOM_SIZE, request_field, clip_from_video
 
 log = logging.getLogger(__name__)
+
+PREVIEW_FRAMES = 481
 
 
 class OutpaintCanvas(io.ComfyNode):
@@ -23,7 +27,10 @@ class OutpaintCanvas(io.ComfyNode):
             description="Choose the target canvas and where the source sits on it. Outputs the canvas for "
                         "the outpaint node, the reference composite and the mask (1 = generate).",
             inputs=[
-                io.Video.Input("video", tooltip="The source video (its size sets the source rectangle)."),
+                io.Video.Input("video", optional=True,
+                               tooltip="The source video (its size sets the source rectangle). Optional for "
+                                       "Outpaint Folder, where each clip has its own size; a long file is "
+                                       f"previewed from its first {PREVIEW_FRAMES} frames."),
                 io.Combo.Input("resolution", options=list(RESOLUTION_PRESETS) + [CUSTOM_SIZE],
                                default="landscape_16_9",
                                tooltip="fal's canvas presets, or 'custom' to use width/height below."),
@@ -49,19 +56,41 @@ class OutpaintCanvas(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, video, resolution, width, height, source_scale, placement, offset_x,
-                offset_y) -> io.NodeOutput:
+    def execute(cls, resolution, width, height, source_scale, placement, offset_x,
+                offset_y, video=None) -> io.NodeOutput:
         res = ImageSize(width, height) if resolution == CUSTOM_SIZE else resolution
         spec = CanvasSpec(res, source_scale, placement, offset_x, offset_y)
         OutpaintRequest(resolution=res, source_scale=source_scale).validate()
-        clip = clip_from_video(video)
+        if video is None:  # a folder's clips have their own sizes: the canvas alone
+            w, h = spec.size
+            lay = layout_canvas(spec, w, h)
+            blank = torch.empty(1, h, w, 3)
+            blank[:] = torch.tensor(FILL_RGB)
+            return io.NodeOutput(spec, blank, torch.ones(1, h, w),
+                                 ui=ui.PreviewText(f"canvas {w}x{h}, source_scale {source_scale}, {placement}; "
+                                                   f"no video: each clip is placed by its own size"))
+        clip, note = _preview_clip(video)
         lay = layout_canvas(spec, clip.width, clip.height)
         check_frame_memory(lay.width, lay.height, clip.num_frames, "resolution",
                            "use a smaller canvas or load fewer frames")
         comp = composite(clip.frames, lay)
-        info = f"{lay.describe()}\n{snap_summary(spec, clip.width, clip.height, clip.num_frames)}"
+        info = f"{lay.describe()}\n{snap_summary(spec, clip.width, clip.height, clip.num_frames)}" + note
         return io.NodeOutput(spec, comp, lay.mask().unsqueeze(0),
                              ui=ui.PreviewText(info))
+
+
+def _preview_clip(video):
+    """The clip to preview: a long file-backed VIDEO is decoded from its first PREVIEW_FRAMES frames only."""
+    from comfy_api.latest import InputImpl
+
+    from ..media.decode import DecodeOptions, decode_video, probe
+
+    if isinstance(video, InputImpl.VideoFromFile):
+        source = video.get_stream_source()
+        if isinstance(source, str) and probe(source).frame_count > PREVIEW_FRAMES:
+            clip = decode_video(source, DecodeOptions(frame_load_cap=PREVIEW_FRAMES))
+            return clip, f"\n(a long file: the composite shows its first {clip.num_frames} frames)"
+    return clip_from_video(video), ""
 
 
 NODES = [OutpaintCanvas]
