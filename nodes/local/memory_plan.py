@@ -138,11 +138,11 @@ def plan(sizes: Sizes, work: Work, *, offload_transformer: bool, offload_text: b
 
 def choose_offload(sizes: Sizes, work: Work, total_vram: int, mode: str) -> MemoryPlan:
     """The plan for `mode` ("none", "blocks", or "auto": blocks for each model whose stages would not fit
-    `total_vram`; a CPU run passes total_vram 0 and never offloads)."""
-    if mode == "none" or total_vram <= 0:
-        return plan(sizes, work, offload_transformer=False, offload_text=False)
+    `total_vram`; a CPU run passes total_vram 0 and auto never offloads there)."""
     if mode == "blocks":
         return plan(sizes, work, offload_transformer=True, offload_text=True)
+    if mode == "none" or total_vram <= 0:
+        return plan(sizes, work, offload_transformer=False, offload_text=False)
     full = plan(sizes, work, offload_transformer=False, offload_text=False)
     text = full.stages[0].total > total_vram
     transformer = any(s.total > total_vram for s in full.stages if s.name.startswith("stage "))

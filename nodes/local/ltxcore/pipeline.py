@@ -801,12 +801,15 @@ def model_sizes(models: ResolvedModels, plan: RunPlan, fp8: bool) -> Sizes:
     head = _header(plan.checkpoint)
 
     def tr_bytes(k, shape, dtype):
-        if dtype in ("U8",) or k.endswith(("_scale", "_scale_2", ".scale_weight", ".scale_input")):
-            return 0 if k.endswith(("_scale", "_scale_2")) else _elems(shape)  # nvfp4 packed: 2 values / byte
-        per = 1 if fp8 and ".transformer_blocks." in k and k.endswith(".weight") and len(shape) == 2 else 2
-        return _elems(shape) * per
+        if k.endswith(("_scale", "_scale_2", ".scale_weight", ".scale_input", ".comfy_quant")) or k == "scaled_fp8":
+            return 0
+        n = _elems(shape) * (2 if dtype == "U8" else 1)  # nvfp4 stores two values per byte
+        if fp8 and ".transformer_blocks." in k and k.endswith(".weight") and len(shape) == 2:
+            return n + 4  # scaled fp8: the weight + its float32 scale
+        return n * 2  # bf16
 
-    tr = {k: v for k, v in head.items() if k.startswith("model.diffusion_model.")}
+    tr = {k: v for k, v in head.items()  # the text connectors in the same prefix belong to the embeddings processor
+          if k.startswith("model.diffusion_model.") and "_embeddings_connector." not in k}
     total, block, nblocks = _block_sizes(tr, r"transformer_blocks\.(\d+)\.", tr_bytes)
     part = lambda prefix: sum(_elems(s) * 2 for k, (s, _d) in head.items() if k.startswith(prefix))  # noqa: E731
     te = models.text_encoder
@@ -838,7 +841,12 @@ def model_sizes(models: ResolvedModels, plan: RunPlan, fp8: bool) -> Sizes:
 def stage_work(plan: RunPlan) -> Work:
     """Token and tile counts per stage of `plan` (what memory_plan needs)."""
     t = (plan.frames - 1) // 8 + 1
-    audio_tokens = 0 if plan.audio == "none" else int(round(plan.frames / plan.fps * 25)) + 1
+    audio_tokens = 0
+    if plan.audio != "none":
+        from ltx_core.types import AudioLatentShape, VideoPixelShape
+
+        audio_tokens = AudioLatentShape.from_video_pixel_shape(VideoPixelShape(
+            batch=1, frames=plan.frames, width=plan.width, height=plan.height, fps=plan.fps)).frames
     stages, decodes, encodes = [], [], []
     for st in plan.stages:
         cells = t * (st.height // 32) * (st.width // 32)
