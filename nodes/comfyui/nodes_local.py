@@ -8,6 +8,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..errors import InputError
+from ..local.pins import INSTALL_COMMAND
 from .common import BACKEND, CATEGORY
 
 log = logging.getLogger(__name__)
@@ -20,10 +21,9 @@ class LocalBackendNode(io.ComfyNode):
             node_id="LTXOutpaintLocalBackend",
             display_name="Outpaint Backend: Local GPU (LTX-2.3)",
             category=CATEGORY,
-            description="Run LTX-2.3 on this machine with Lightricks' ltx-core (pip install ltx-core "
-                        "ltx-pipelines). Model files are found in ComfyUI's model folders "
-                        "(checkpoints, loras, latent_upscale_models, text_encoders). No safety checker runs "
-                        "locally.",
+            description=f"Run LTX-2.3 on this machine with Lightricks' ltx-core ({INSTALL_COMMAND}). Model files "
+                        "are found in ComfyUI's model folders (checkpoints, loras, latent_upscale_models, "
+                        "text_encoders). No safety checker runs locally.",
             inputs=[
                 io.Combo.Input("recipe", options=["official", "ic_lora_pipeline"], default="official",
                                tooltip="official: Lightricks' LTX-2.3 IC-LoRA outpaint workflow, value for value "
@@ -64,11 +64,36 @@ def _local_config(recipe="official", precision="auto", keep_loaded=False, model_
                        explicit=tuple(explicit), free_memory=_free_comfy_models)
 
 def _free_comfy_models() -> None:
-    """Unload ComfyUI's own models before the local backend loads LTX-2.3."""
+    """Unload ComfyUI's own models before the local backend loads LTX-2.3 (not what keep_loaded keeps)."""
     import comfy.model_management
 
-    comfy.model_management.unload_all_models()
+    unload = comfy.model_management.unload_all_models
+    getattr(unload, "__wrapped__", unload)()
     comfy.model_management.soft_empty_cache()
+
+
+def _install_unload_hook() -> bool:
+    """ComfyUI's unload / free-memory action (POST /free, the Manager's "Unload Models") also drops what the local
+    backend's keep_loaded holds. Feature-detected: without comfy.model_management.unload_all_models, no hook."""
+    import comfy.model_management as mm
+
+    original = getattr(mm, "unload_all_models", None)
+    if original is None or getattr(original, "_ltx_outpaint_release", False):
+        return False
+
+    def unload_all_models(*args, **kwargs):
+        from ..local.keep import release
+
+        release("ComfyUI unloaded its models")
+        return original(*args, **kwargs)
+
+    unload_all_models._ltx_outpaint_release = True
+    unload_all_models.__wrapped__ = original
+    mm.unload_all_models = unload_all_models
+    return True
+
+
+_install_unload_hook()
 
 
 NODES = [LocalBackendNode]

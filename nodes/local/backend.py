@@ -20,6 +20,7 @@ import torch
 from ..media.canvas import LTX_SNAP, place_frames
 from ..errors import InputError
 from .models import ModelSearch, find_models
+from .pins import INSTALL_COMMAND, LTX_PINS  # the ltx-core engine is tested with exactly these; others are refused
 from ..backends import OutpaintJob, OutpaintResult, Progress, register
 from ..backends.preview import fit_audio, source_indices
 
@@ -30,9 +31,6 @@ SAFETY_NOTE = ("enable_safety_checker: the local backend has no safety model, so
 PRECISIONS = ("auto", "bf16", "fp8")
 ENGINES = ("auto", "native", "ltxcore")
 OFFLOADS = ("auto", "none", "blocks")
-#: The ltx-core engine is tested with exactly these (PyPI); other versions are refused up front.
-LTX_PINS = {"ltx-core": "1.0.0", "ltx-pipelines": "1.0.0"}
-INSTALL_COMMAND = "pip install " + " ".join(f"{k}=={v}" for k, v in LTX_PINS.items())
 #: what the canvas around the source holds before the fill colour is painted (the workflow pads grey 0.5)
 PAD_GREY = 0.5
 
@@ -55,6 +53,8 @@ def ltx_core_problems() -> list[str]:
         for module in ("ltx_core", "ltx_pipelines"):
             if importlib.util.find_spec(module) is None:
                 problems.append(f"{module} is not importable")
+    if importlib.util.find_spec("sentencepiece") is None:  # the ComfyUI single-file Gemma's tokenizer
+        problems.append("sentencepiece is not installed (pip install sentencepiece)")
     return problems
 
 
