@@ -167,9 +167,25 @@ def test_interrupt_in_stage_1_stops_within_one_step_and_frees_models(tiny_models
     models = find_models("official", ModelSearch.from_models_dir(tiny_models.root))
     pipeline = OutpaintPipeline(PipelineConfig(models, device="cpu"))
     progress = StopAfter(2)
-    with pytest.raises(Interrupted):
-        pipeline.run(_inputs(source), progress)
+    calls = []
+    from ltx_outpaint.local.ltxcore import pipeline as engine
+
+    real = engine.sample
+
+    def counting(model, *a, **k):  # counts transformer evaluations (the real sampler, the real model)
+        def counted(*args):
+            calls.append(progress.stop)
+            return model(*args)
+        return real(counted, *a, **k)
+
+    engine.sample = counting
+    try:
+        with pytest.raises(Interrupted):
+            pipeline.run(_inputs(source), progress)
+    finally:
+        engine.sample = real
     assert progress.steps == 2 and progress.after_stop == 0  # no step ran after the request
+    assert calls == [False] * 4  # 2 steps x (positive + negative); no transformer evaluation after the request
     assert pipeline.live_models() == []
 
 

@@ -250,11 +250,11 @@ class StepTracker:
         self.label, self.stage_steps, self.stage_total, self.last_step = label, 0, max(1, steps), -1
 
     def before(self, step: int) -> None:
-        self.progress.check()
-        if step != self.last_step:  # a new step (the negative pass of the same step only checks)
+        if step != self.last_step:  # a new step: the previous one is done (the negative pass only checks)
             if self.last_step >= 0:
                 self._report()
             self.last_step = step
+        self.progress.check()  # an interruption asked for during the report stops before this evaluation
 
     def finish(self) -> None:
         if self.last_step >= 0:
