@@ -423,9 +423,11 @@ def write_gemma_fp8_scaled(src: str, dst: str) -> list[str]:
 
 
 def comfy_float_module():
-    """ComfyUI 0.20.1's comfy/float.py (imports only torch), loaded from the vendored tarball; None without it."""
+    """ComfyUI 0.20.1's comfy/float.py (imports only torch), extracted from the vendored tarball into a temporary
+    folder and imported from there; None without the tarball."""
+    import importlib.util
     import tarfile
-    import types
+    import tempfile
 
     if not os.path.isfile(COMFYUI_TARBALL):
         return None
@@ -433,9 +435,13 @@ def comfy_float_module():
         member = next((m for m in tar.getmembers() if m.name.endswith("comfy/float.py")), None)
         if member is None:
             return None
-        source = tar.extractfile(member).read().decode("utf-8")
-    module = types.ModuleType("comfy_float_0_20_1")
-    exec(compile(source, COMFYUI_TARBALL + "!comfy/float.py", "exec"), module.__dict__)
+        folder = tempfile.mkdtemp(prefix="comfyui-0.20.1-float-")
+        path = os.path.join(folder, "comfy_float_0_20_1.py")
+        with open(path, "wb") as f:
+            f.write(tar.extractfile(member).read())
+    spec = importlib.util.spec_from_file_location("comfy_float_0_20_1", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 
