@@ -4,8 +4,9 @@ Another branch writes the real ones: ``nodes/local/blend.py`` (``pyramid_blend``
 ``official_stage_inputs``) and ``nodes/media/resize.py`` (``resize``). :mod:`.imageops` imports those when they
 exist and falls back to this module; the lead deletes this file when that branch is merged.
 
-Written from the algorithm descriptions in /tmp/research/official_recipe.md §2.2 (LTXVInpaintPreprocess), §2.7
-(LTXVLaplacianPyramidBlend with kornia 0.9.0's pyramids) and §3 (ResizeImageMaskNode, common_upscale).
+Written from descriptions of the workflow's nodes (ComfyUI-LTXVideo vanish_nodes.py LTXVInpaintPreprocess,
+pyramid_blending.py LTXVLaplacianPyramidBlend with kornia 0.9.0's pyramids; ComfyUI's ResizeImageMaskNode and
+comfy.utils.common_upscale), not from their code.
 Frames are [F,H,W,3] float 0..1; masks [H,W] or [F,H,W], 1 where the model generates.
 """
 from __future__ import annotations

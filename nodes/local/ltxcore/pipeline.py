@@ -407,7 +407,7 @@ class OutpaintPipeline:
         ledger = self._ledger(plan)
 
         # 1. Text.
-        progress.report(0, tracker.total, "encoding the prompt (Gemma)")
+        progress.report(0, tracker.total, f"{mplan.describe()}; encoding the prompt (Gemma)")
         progress.check()
         with _stage_peak(self.device, peaks, "text"):
             prompt, contexts = self._encode_text(inputs, plan, ledger, mplan.offload_text)
