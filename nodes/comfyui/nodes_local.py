@@ -11,6 +11,7 @@ from comfy_api.latest import io
 from ..errors import InputError
 from ..local.backend import ENGINES
 from ..local.recipe import DEFAULT_RECIPE, RECIPES
+from ..local.pins import INSTALL_COMMAND
 from .common import BACKEND, CATEGORY
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class LocalBackendNode(io.ComfyNode):
             category=CATEGORY,
             description="Run LTX-2.3 on this machine. In a ComfyUI whose core has LTX-2 the outpaint node expands "
                         "into core nodes (ComfyUI's own model loading, offloading, progress); elsewhere it runs "
-                        "Lightricks' ltx-core (pip install ltx-core==1.0.0 ltx-pipelines==1.0.0). Model files are "
+                        f"Lightricks' ltx-core ({INSTALL_COMMAND}). Model files are "
                         "found by name in ComfyUI's model folders, or come from the optional sockets. No safety "
                         "checker runs locally.",
             inputs=[
@@ -86,10 +87,11 @@ def _local_config(recipe=DEFAULT_RECIPE, precision="auto", keep_loaded=False, mo
 
 
 def _free_comfy_models() -> None:
-    """Unload ComfyUI's own models before the ltx-core engine loads LTX-2.3."""
+    """Unload ComfyUI's own models before the local backend loads LTX-2.3 (not what keep_loaded keeps)."""
     import comfy.model_management
 
-    comfy.model_management.unload_all_models()
+    unload = comfy.model_management.unload_all_models
+    getattr(unload, "__wrapped__", unload)()
     comfy.model_management.soft_empty_cache()
 
 
@@ -166,6 +168,30 @@ def native_expansion(request, clip_data, canvas, config, unique_id: str, progres
                           f"{n} frames at {fps:g} fps; {len(graph)} nodes")
     log.info("native engine: %s recipe, %dx%d, %d frames, models %s", recipe.name, lay.width, lay.height, n, models)
     return graph, outputs
+
+
+def _install_unload_hook() -> bool:
+    """ComfyUI's unload / free-memory action (POST /free, the Manager's "Unload Models") also drops what the local
+    backend's keep_loaded holds. Feature-detected: without comfy.model_management.unload_all_models, no hook."""
+    import comfy.model_management as mm
+
+    original = getattr(mm, "unload_all_models", None)
+    if original is None or getattr(original, "_ltx_outpaint_release", False):
+        return False
+
+    def unload_all_models(*args, **kwargs):
+        from ..local.keep import release
+
+        release("ComfyUI unloaded its models")
+        return original(*args, **kwargs)
+
+    unload_all_models._ltx_outpaint_release = True
+    unload_all_models.__wrapped__ = original
+    mm.unload_all_models = unload_all_models
+    return True
+
+
+_install_unload_hook()
 
 
 NODES = [LocalBackendNode]
