@@ -260,8 +260,12 @@ def test_comfyui_graph_with_local_backend(comfyui, tiny_models):
                 os.symlink(os.path.join(src_dir, name), os.path.join(dst_dir, name))
     name = put_input(comfyui, clip("local_graph.mp4", width=64, height=96, frames=12, fps=8), "local_src.mp4")
     g = graph(name, width=W, height=H, num_frames=FRAMES, fps=FPS, prefix="itest/local")
+    # ComfyUI without core LTX-2 (0.3.x): `auto` falls back to ltx-core and says why; with it (0.2x) this test
+    # asks for ltx-core explicitly (the native engine's own tests are in test_native_engine.py)
+    core_ltx2 = not comfyui.version().startswith("0.3.")
     g["4"] = {"class_type": "LTXOutpaintLocalBackend", "inputs": {
-        "recipe": "official", "engine": "auto", "precision": "auto", "keep_loaded": False, "model_paths": ""}}
+        "recipe": "official", "engine": "ltxcore" if core_ltx2 else "auto", "precision": "auto",
+        "keep_loaded": False, "model_paths": ""}}
     # LoRA Stack reads local files only from folders the server allows (here the environment's extra folder)
     user_lora = os.path.join(comfyui.allowed_media_dir, os.path.basename(tiny_models.user_lora))
     shutil.copyfile(tiny_models.user_lora, user_lora)
@@ -275,6 +279,11 @@ def test_comfyui_graph_with_local_backend(comfyui, tiny_models):
     assert abs(got.fps - FPS) < 1e-6 and got.audio is not None and not got.audio.silent
     text = json.dumps(entry["outputs"]["5"])
     assert "local" in text and "peak" in text
+    if core_ltx2:
+        assert "engine: ltx-core, recipe official (native engine not used: engine ltxcore chosen" in text
+    else:
+        assert ("engine: ltx-core, recipe official (native engine not used: this ComfyUI's core has no LTX-2 "
+                "audio-video model") in text, text
 
 
 @pytest.fixture

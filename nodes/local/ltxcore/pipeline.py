@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import time
 import traceback
@@ -838,15 +839,22 @@ def model_sizes(models: ResolvedModels, plan: RunPlan, fp8: bool) -> Sizes:
         text_hidden=int(hidden), text_layers=max(1, gblocks))
 
 
+#: LTX-2's audio VAE: 16 kHz, hop 160, 4x time compression
+AUDIO_LATENTS_PER_SECOND = 16000 / 160 / 4
+
+
 def stage_work(plan: RunPlan) -> Work:
     """Token and tile counts per stage of `plan` (what memory_plan needs)."""
     t = (plan.frames - 1) // 8 + 1
     audio_tokens = 0
     if plan.audio != "none":
-        from ltx_core.types import AudioLatentShape, VideoPixelShape
-
-        audio_tokens = AudioLatentShape.from_video_pixel_shape(VideoPixelShape(
-            batch=1, frames=plan.frames, width=plan.width, height=plan.height, fps=plan.fps)).frames
+        try:
+            from ltx_core.types import AudioLatentShape, VideoPixelShape
+        except ImportError:  # the native engine plans without ltx-core: LTX-2's 25 audio latents per second
+            audio_tokens = math.ceil(plan.frames / plan.fps * AUDIO_LATENTS_PER_SECOND)
+        else:
+            audio_tokens = AudioLatentShape.from_video_pixel_shape(VideoPixelShape(
+                batch=1, frames=plan.frames, width=plan.width, height=plan.height, fps=plan.fps)).frames
     stages, decodes, encodes = [], [], []
     for st in plan.stages:
         cells = t * (st.height // 32) * (st.width // 32)
