@@ -25,7 +25,8 @@ Printed per pipeline and precision: seconds per transformer evaluation in each s
 encoding), peak VRAM (and ours: planned vs measured per stage); then ratios, and the third-party rule of thumb for
 the official ComfyUI workflow on an H100 (2 M output pixels/s + 10 s).
 
-The native engine (ComfyUI core's LTX-2) is added by the lead in :func:`run_native` (a clear hook below).
+The native engine (ComfyUI core's LTX-2, ``--native``; needs LTX_OUTPAINT_COMFYUI_CURRENT_DIR = a ComfyUI 0.20.1
+folder): :func:`run_native` runs the graph the outpaint node expands into, in this process, bf16 only.
 """
 from __future__ import annotations
 
@@ -209,10 +210,91 @@ def run_ours(models, recipe, precision, offload, placed, mask, rect, fps, device
             "measured_stage_gib": {k: v / 2**30 for k, v in out.stage_peaks.items()}}
 
 
-def run_native(*_args, **_kwargs):
-    """HOOK for the lead: time the native engine (ComfyUI core's LTX-2) on the same models, canvas and prompt
-    encodings, returning the same dict as :func:`run_ours`. Until then the benchmark prints it as not run."""
-    raise NotImplementedError("the native engine's benchmark run is not wired in yet")
+_NATIVE = {}
+
+
+def run_native(models, recipe, precision, placed, mask, rect, fps, device, ctx, audio):
+    """The native engine: ComfyUI 0.20.1's core LTX-2 nodes + the pack's helpers, run in this process on the same
+    models and canvas (the graph the outpaint node expands into, executed node by node by
+    tests/native_inprocess.py: no server, no caching). ComfyUI's text encoding (tiny Gemma through the test-only
+    size patch) runs inside the graph and is subtracted from the wall time, as for the other pipelines."""
+    import json as _json
+
+    from native_inprocess import load_comfyui, run_graph
+
+    from ltx_outpaint.local.native.graph import NativeInputs, build_graph
+    from ltx_outpaint.local.native.models import NativeModels
+    from ltx_outpaint.local.recipe import get_recipe, resolve
+    from ltx_outpaint.request import ImageSize, OutpaintRequest
+
+    comfy_dir = os.environ.get("LTX_OUTPAINT_COMFYUI_CURRENT_DIR", "")
+    if not os.path.isfile(os.path.join(comfy_dir, "main.py")):
+        raise NotImplementedError("set LTX_OUTPAINT_COMFYUI_CURRENT_DIR to a ComfyUI 0.20.1 folder")
+    if precision != "bf16":
+        raise NotImplementedError("ComfyUI runs the checkpoint file's own dtype; the benchmark writes bf16 only")
+    gemma = os.path.join(models.root, "text_encoders", "gemma_3_12B_it.safetensors")
+    if not os.path.exists(gemma):
+        tiny_ltx.write_comfy_gemma(models.gemma, gemma)
+        cfg = _json.loads(__import__("safetensors").safe_open(models.distilled, "pt").metadata()["config"])
+        with open(gemma + ".json") as f:
+            sizes = _json.load(f)
+        t = cfg["transformer"]
+        sizes["transformer"] = {"video": t["num_attention_heads"] * t["attention_head_dim"],
+                                "audio": t["audio_num_attention_heads"] * t["audio_attention_head_dim"]}
+        with open(gemma + ".json", "w") as f:
+            _json.dump(sizes, f)
+    if "nodes" not in _NATIVE:
+        _NATIVE["nodes"] = load_comfyui(comfy_dir, models.root, cpu=device.type != "cuda",
+                                        tiny_gemma_sizes=gemma + ".json")
+    nodes = _NATIVE["nodes"]
+    import comfy.model_base
+
+    f, h, w, _ = placed.shape
+    req = OutpaintRequest(prompt=PROMPT, resolution=ImageSize(w, h), num_frames=f, frames_per_second=fps,
+                          seed=1, enable_prompt_expansion=False).validate()
+    r = resolve(get_recipe(recipe), req, width=w, height=h, frames=f, seed=1)
+    names = NativeModels(checkpoint=os.path.basename(models.dev if r.recipe.checkpoint == "dev" else models.distilled),
+                         text_encoder=os.path.basename(gemma), distilled_lora=os.path.basename(models.distilled_lora),
+                         ic_lora=os.path.basename(models.ic_lora), spatial_upsampler=os.path.basename(models.upsampler))
+    comfy_audio = None
+    if audio is not None and not audio.silent:
+        comfy_audio = {"waveform": audio.waveform.unsqueeze(0), "sample_rate": int(audio.sample_rate)}
+    x = NativeInputs(models=names, placed=placed, mask=mask, source_audio=comfy_audio)
+    graph, outputs = build_graph(r, x, prefix="bench.", expand_prompt=False)
+    stage = {"n": 0, "text": 0.0, "t": 0.0}
+    evals: dict[str, list[float]] = {}
+
+    def on_node(node_id, class_type, phase):
+        if phase == "start":
+            stage["t"] = time.perf_counter()
+            if class_type == "SamplerCustomAdvanced":
+                stage["n"] += 1
+        elif class_type in ("LTXAVTextEncoderLoader", "CLIPTextEncode"):
+            stage["text"] += time.perf_counter() - stage["t"]
+
+    apply_model = comfy.model_base.BaseModel.apply_model
+
+    def timed(self, *a, **k):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        out = apply_model(self, *a, **k)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        evals.setdefault(f"{stage['n']}/2", []).append(time.perf_counter() - t)
+        return out
+
+    comfy.model_base.BaseModel.apply_model = timed
+    try:
+        peak_reset(device)
+        t = time.perf_counter()
+        run_graph(nodes, graph, outputs, on_node=on_node)
+        wall = time.perf_counter() - t - stage["text"]
+    finally:
+        comfy.model_base.BaseModel.apply_model = apply_model
+    return {"wall_s": wall, "peak_vram_gib": peak(device),
+            "s_per_eval": {k: sum(v) / len(v) for k, v in evals.items()},
+            "evals": {k: len(v) for k, v in evals.items()}}
 
 
 def run_reference(models, precision, width, height, frames, fps, path, device, ctx):
@@ -291,7 +373,7 @@ def main() -> int:
     p.add_argument("--offloads", default="none,blocks", help="Our engine's offload modes to time.")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--skip-ic-lora-recipe", action="store_true")
-    p.add_argument("--native", action="store_true", help="Also time the native engine (run_native hook).")
+    p.add_argument("--native", action="store_true", help="Also time the native engine (needs LTX_OUTPAINT_COMFYUI_CURRENT_DIR).")
     p.add_argument("--json", help="Also write the figures here.")
     args = p.parse_args()
     if args.scale == "tiny" and (args.width, args.height, args.frames) == (1280, 704, 121):
