@@ -104,6 +104,9 @@ def _add_backend_options(r: argparse.ArgumentParser) -> None:
     lo.add_argument("--precision", choices=("auto", "bf16", "fp8"), default="auto",
                     help="Transformer weights; auto = fp8 on GPUs under 60 GB or when only fp8 files exist.")
     lo.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cuda:N or cpu.")
+    lo.add_argument("--offload", choices=("auto", "none", "blocks"), default="auto",
+                    help="Transformer / text-encoder blocks kept in RAM and streamed to the GPU one at a time: "
+                         "auto = when the planned peak VRAM does not fit the GPU.")
     lo.add_argument("--models-dir", default=None,
                     help="A ComfyUI-style models folder (checkpoints/, loras/, text_encoders/, "
                          "latent_upscale_models/); default $LTX_OUTPAINT_MODELS_DIR.")
@@ -211,21 +214,19 @@ def _local_config(args: argparse.Namespace):
         if not sep or not path:
             raise InputError("--model", f"expected ROLE=PATH, got {item!r}")
         explicit.append((role.strip(), os.path.expanduser(path.strip())))
-    return LocalConfig(recipe=args.recipe, engine="ltxcore", precision=args.precision, device=args.device, search=search,
-                       explicit=tuple(explicit), loras_dir=args.loras_dir)
+    return LocalConfig(recipe=args.recipe, engine="ltxcore", precision=args.precision, device=args.device,
+                       offload=args.offload, search=search, explicit=tuple(explicit), loras_dir=args.loras_dir)
 
 
 def _local_ready(config) -> bool:
-    """True when ltx-core is installed and every model file for the recipe is found."""
-    import importlib.util
-
-    from .local.backend import prefer_fp8
+    """True when the pinned ltx-core is installed and every model file for the recipe is found."""
+    from .local.backend import ltx_core_problems, prefer_fp8
     from .local.models import MissingModelsError, find_models
 
-    if importlib.util.find_spec("ltx_core") is None:
+    if ltx_core_problems():
         return False
     try:
-        find_models(config.pipeline_mode, config.search, fp8=prefer_fp8(config.precision, config.device),
+        find_models(config.recipe, config.search, fp8=prefer_fp8(config.precision, config.device),
                     explicit=dict(config.explicit))
     except (MissingModelsError, InputError):
         return False

@@ -192,7 +192,7 @@ def main(argv=None) -> int:
 
     rows = parse_importtime(stderr)
     if rows:
-        print(f"\npython -X importtime, during the pack's exec_module (one run, warm; us):")
+        print("\npython -X importtime, during the pack's exec_module (one run, warm; us):")
         print(f"{'self':>8s} {'cumulative':>11s}  module")
         mine = [r for r in rows if r[3] == args.name or r[3].startswith(args.name + ".")]
         for self_us, cum_us, depth, mod in sorted(mine, key=lambda r: -r[1]):

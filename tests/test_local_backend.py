@@ -1,4 +1,4 @@
-"""The local backend end to end on CPU: real ltx-core pipeline, tiny random-weight LTX-2.3 models.
+"""The local backend end to end on CPU: the ltx-core engine running the recipes, tiny random-weight LTX-2.3 models.
 
 The models are built at test time by tests/tiny_ltx.py with ltx-core's own configurators (same
 architecture as LTX-2.3, 2 layers); nothing is mocked.
@@ -21,7 +21,6 @@ from ltx_outpaint.media.canvas import LTX_SNAP, CanvasSpec, composite, layout_ca
 from ltx_outpaint.local.models import ModelSearch
 from ltx_outpaint.request import ImageSize, LoraSpec, OutpaintRequest
 from ltx_outpaint.media.decode import DecodeOptions, decode_video
-from ltx_outpaint.media.quality import quality_report
 
 W, H, FRAMES, FPS = 192, 128, 9, 8.0
 
@@ -49,72 +48,69 @@ def _run(tiny_models, source, progress=None, config=None, **kw):
     return run_outpaint(req, source, canvas, config or _config(tiny_models), progress or Progress())
 
 
-def test_outputs_have_canvas_frames_fps_audio_and_keep_the_source(tiny_models, source, monkeypatch):
-    from ltx_outpaint.local import blend
-    from ltx_outpaint.local.ltxcore import pipeline as ltxcore_pipeline
-    from ltx_outpaint.local.recipe import OFFICIAL
+def _expected_source(source):
+    from ltx_outpaint.backends.preview import source_indices
 
-    calls = []
+    lay = layout_canvas(CanvasSpec(ImageSize(W, H), 0.75), source.width, source.height, LTX_SNAP)
+    frames = composite(source.frames[source_indices(source.num_frames, source.fps, FRAMES, FPS)], lay)
+    return lay, frames
 
-    def recording_blend(generated, original, mask, **kw):  # a spy: the real blend runs, its inputs are kept
-        out = blend.pyramid_blend(generated, original, mask, **kw)
-        calls.append((generated.clone(), original.clone(), mask.clone(), kw))
-        return out
 
-    monkeypatch.setattr(ltxcore_pipeline, "pyramid_blend", recording_blend)
+def test_outputs_have_canvas_frames_fps_audio_and_keep_the_source(tiny_models, source):
     result = _run(tiny_models, source)
     assert result.backend == "local"
     assert tuple(result.frames.shape) == (FRAMES, H, W, 3)
     assert result.frames.dtype == torch.float32 and 0 <= float(result.frames.min()) and float(result.frames.max()) <= 1
     assert result.fps == FPS and result.seed == 7
+    # the output audio is the frozen source latent decoded (the workflow's LTXVAudioVAEDecode), at the
+    # vocoder's rate (the tiny vocoder's bandwidth extension: 48 kHz), trimmed to the video
     assert result.audio is not None and abs(result.audio.duration - FRAMES / FPS) < 1e-3
+    assert result.audio.sample_rate == 48000 and source.audio.sample_rate != 48000
+    assert any("audio VAE round trip" in n for n in result.notes)
     assert SAFETY_NOTE in result.notes
     assert any(n.startswith("peak RAM") for n in result.notes)
-    # The paste-back is the official blend: the decoded frames over the green composite, mask 1 outside the
-    # source, the final dilation. (At this tiny canvas its 7 pyramid levels reach every source pixel, so the
-    # source is not kept bit for bit anywhere: tests/test_blend.py checks the exact-outside-reach guarantee
-    # on a full-size canvas.)
-    lay = layout_canvas(CanvasSpec(ImageSize(W, H), 0.75), source.width, source.height, LTX_SNAP)
+    assert any(n.startswith("planned peak VRAM") for n in result.notes)
+    assert any(n.startswith("recipe official: stage 1 96x64 euler_ancestral_cfg_pp 8 steps") for n in result.notes)
+    lay, expected = _expected_source(source)
     s = lay.source
-    from ltx_outpaint.backends.preview import source_indices
-
-    expected = composite(source.frames[source_indices(source.num_frames, source.fps, FRAMES, FPS)], lay)
-    assert len(calls) == 2  # between the stages and at the end
-    generated, original, mask, kw = calls[-1]
-    assert calls[0][3]["dilation"] == OFFICIAL.stages[0].blend_dilation
-    assert kw["dilation"] == OFFICIAL.stages[1].blend_dilation
-    assert torch.equal(original, expected) and torch.equal(mask, lay.mask())
-    assert torch.equal(result.frames, blend.pyramid_blend(generated, expected, lay.mask(), dilation=kw["dilation"]))
-    assert bool(blend.blend_reach(lay.mask(), dilation=kw["dilation"]).all())
-    # Across the source rectangle the output stays close to the source.
-    rect = (slice(None), slice(s.y, s.y + s.height), slice(s.x, s.x + s.width))
-    assert float((result.frames[rect] - expected[rect]).abs().mean()) < 0.15
-    # No flat fill colour left in the generated area.
-    report = quality_report(result.frames, expected, lay.mask(), fill_rgb=OFFICIAL.fill_rgb)
-    assert report.green_leak_fraction < 0.5
+    # Far inside the source rectangle the output stays near the source (the official pyramid blend puts the
+    # original back; on a canvas this small its coarsest levels still mix in some generated colour).
+    inner = (slice(None), slice(s.y + 12, s.y + s.height - 12), slice(s.x + 12, s.x + s.width - 12))
+    assert float((result.frames[inner] - expected[inner]).abs().mean()) < 0.2
+    # No flat green fill left in the generated area.
+    outside = result.frames[:, :, : s.x]
+    fill = torch.tensor([102 / 255, 1.0, 0.0])
+    assert float(((outside - fill).abs().amax(-1) < 0.05).float().mean()) < 0.05
 
 
 def test_same_seed_repeats_and_other_seed_changes_the_generated_area(tiny_models, source):
     a = _run(tiny_models, source, seed=3)
     b = _run(tiny_models, source, seed=3)
     c = _run(tiny_models, source, seed=4)
-    lay = layout_canvas(CanvasSpec(ImageSize(W, H), 0.75), source.width, source.height, LTX_SNAP)
-    gen = (slice(None), slice(None), slice(0, lay.source.x))  # left of the source: generated
+    lay, _ = _expected_source(source)
+    s = lay.source
+    gen = (slice(None), slice(None), slice(0, s.x))  # left of the source: generated
+    inner = (slice(None), slice(s.y + 12, s.y + s.height - 12), slice(s.x + 12, s.x + s.width - 12))
     assert torch.equal(a.frames, b.frames)
     assert not torch.equal(a.frames[gen], c.frames[gen])
-    assert float((a.frames[gen] - c.frames[gen]).abs().mean()) > 1e-3
+    changed_gen = float((a.frames[gen] - c.frames[gen]).abs().mean())
+    changed_src = float((a.frames[inner] - c.frames[inner]).abs().mean())
+    assert changed_gen > 1e-3
+    assert changed_src < 0.5 * changed_gen  # the source area is the source whatever the seed
 
 
-def test_fast_mode_and_generate_audio_off(tiny_models, source):
+def test_ic_lora_pipeline_recipe_with_guidance_and_generate_audio_off(tiny_models, source):
     result = _run(tiny_models, source, config=_config(tiny_models, recipe="ic_lora_pipeline"), generate_audio=False,
                   guidance_scale=3.0, enable_safety_checker=False)
     assert tuple(result.frames.shape) == (FRAMES, H, W, 3)
     assert result.audio is None
-    assert any("fast mode" in n for n in result.notes)
+    assert any(n.startswith("guidance_scale 3: CFG 3 in both stages") for n in result.notes)
+    assert any(n.startswith("recipe ic_lora_pipeline: stage 1 96x64 euler 8 steps cfg 3 (ic_lora 1); "
+                            "stage 2 192x128 euler 3 steps cfg 3 (no LoRA)") for n in result.notes)
     assert SAFETY_NOTE not in result.notes
 
 
-def test_cfg_quality_run_and_prompt_expansion(tiny_models, source):
+def test_cfg_run_and_prompt_expansion(tiny_models, source):
     result = _run(tiny_models, source, guidance_scale=2.5, enable_prompt_expansion=True)
     assert tuple(result.frames.shape) == (FRAMES, H, W, 3)
     # Gemma rewrote the prompt (the tiny random Gemma writes gibberish, but it is its own text)
@@ -129,7 +125,7 @@ def test_source_without_audio_gets_generated_audio(tiny_models, tmp_path):
     result = _run(tiny_models, silent)
     assert result.audio is not None and not result.audio.silent
     assert abs(result.audio.duration - FRAMES / FPS) < 1e-3
-    assert any("generated" in n for n in result.notes)
+    assert any("audio: generated" in n for n in result.notes)
 
 
 class StopAfter(Progress):
@@ -151,36 +147,61 @@ class StopAfter(Progress):
         return self.stop
 
 
+def _inputs(source, recipe="official", seed=1, **kw):
+    from ltx_outpaint.local.ltxcore.pipeline import OutpaintInputs
+    from ltx_outpaint.local.recipe import resolve
+
+    lay = layout_canvas(CanvasSpec(ImageSize(W, H), 0.75), source.width, source.height, LTX_SNAP)
+    placed = torch.full((FRAMES, H, W, 3), 0.5)
+    from ltx_outpaint.media.canvas import place_frames
+
+    place_frames(source.frames[:FRAMES], lay, placed)
+    req = _request(seed=seed, **kw)
+    resolved = resolve(recipe, req, width=W, height=H, frames=FRAMES, seed=seed)
+    return OutpaintInputs(placed, lay.mask(), lay.source, resolved)
+
+
 def test_interrupt_in_stage_1_stops_within_one_step_and_frees_models(tiny_models, source):
     from ltx_outpaint.local.models import find_models
-    from ltx_outpaint.local.ltxcore.pipeline import OutpaintInputs, OutpaintPipeline, PipelineConfig
+    from ltx_outpaint.local.ltxcore.pipeline import OutpaintPipeline, PipelineConfig
 
-    models = find_models("quality", ModelSearch.from_models_dir(tiny_models.root))
+    models = find_models("official", ModelSearch.from_models_dir(tiny_models.root))
     pipeline = OutpaintPipeline(PipelineConfig(models, device="cpu"))
-    lay = layout_canvas(CanvasSpec(ImageSize(W, H), 0.75), source.width, source.height, LTX_SNAP)
-    frames = composite(source.frames[:FRAMES], lay)
     progress = StopAfter(2)
-    with pytest.raises(Interrupted):
-        pipeline.run(OutpaintInputs(frames, lay.source, FPS, "x", seed=1, num_inference_steps=8), progress)
+    calls = []
+    from ltx_outpaint.local.ltxcore import pipeline as engine
+
+    real = engine.sample
+
+    def counting(model, *a, **k):  # counts transformer evaluations (the real sampler, the real model)
+        def counted(*args):
+            calls.append(progress.stop)
+            return model(*args)
+        return real(counted, *a, **k)
+
+    engine.sample = counting
+    try:
+        with pytest.raises(Interrupted):
+            pipeline.run(_inputs(source), progress)
+    finally:
+        engine.sample = real
     assert progress.steps == 2 and progress.after_stop == 0  # no step ran after the request
+    assert calls == [False] * 4  # 2 steps x (positive + negative); no transformer evaluation after the request
     assert pipeline.live_models() == []
 
 
 @pytest.mark.parametrize("target", ["video", "audio", "both"])
 def test_lora_targets_change_only_their_weights(tiny_models, target):
-    from ltx_core.loader import LoraPathStrengthAndSDOps
-    from ltx_pipelines.utils.model_ledger import ModelLedger
-
     from ltx_outpaint.local.lora_targets import lora_sd_ops, stream_of
+    from ltx_outpaint.local.ltxcore.weights import LoraWeights, build_transformer
 
     def transformer(loras=()):
-        ledger = ModelLedger(dtype=torch.bfloat16, device=torch.device("cpu"), checkpoint_path=tiny_models.dev,
-                             loras=tuple(loras))
-        return {k: v.clone() for k, v in ledger.transformer().state_dict().items()}
+        model = build_transformer(tiny_models.dev, tuple(loras))
+        return {k: v.clone() for k, v in model.state_dict().items()}
 
     base = transformer()
     lora = tiny_models.user_lora
-    fused = transformer([LoraPathStrengthAndSDOps(lora, 1.0, lora_sd_ops(lora, target))])
+    fused = transformer([LoraWeights(lora, 1.0, lora_sd_ops(lora, target))])
     changed = {k for k in base if not torch.equal(base[k], fused[k])}
     assert changed, "the LoRA changed nothing"
     streams = {stream_of(k.removeprefix("velocity_model.")) for k in changed}
@@ -188,7 +209,7 @@ def test_lora_targets_change_only_their_weights(tiny_models, target):
         assert streams == {"video", "audio", "cross"}
     else:
         assert streams == {target}
-    zero = transformer([LoraPathStrengthAndSDOps(lora, 0.0, lora_sd_ops(lora, target))])
+    zero = transformer([LoraWeights(lora, 0.0, lora_sd_ops(lora, target))])
     assert all(torch.equal(base[k], zero[k]) for k in base)
 
 
@@ -218,7 +239,11 @@ def test_cli_missing_models_names_them(tmp_path):
         [sys.executable, "-m", "ltx_outpaint.cli", "run", src, "-o", str(tmp_path / "x.mp4"), "--backend", "local",
          "--models-dir", str(tmp_path), "--prompt", "x"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert "ltx-2.3-22b-dev" in proc.stderr and "ltx-2.3-22b-ic-lora-in-outpainting" in proc.stderr
+    assert "needed for the official recipe" in proc.stderr
+    for name in ("ltx-2.3-22b-dev", "ltx-2.3-22b-distilled-lora-384", "ltx-2.3-22b-ic-lora-in-outpainting",
+                 "gemma_3_12b_it.safetensors"):
+        assert name in proc.stderr, name
+    assert "spatial" not in proc.stderr  # the official recipe has no upsampler
     assert "huggingface.co" in proc.stderr
 
 
@@ -235,8 +260,12 @@ def test_comfyui_graph_with_local_backend(comfyui, tiny_models):
                 os.symlink(os.path.join(src_dir, name), os.path.join(dst_dir, name))
     name = put_input(comfyui, clip("local_graph.mp4", width=64, height=96, frames=12, fps=8), "local_src.mp4")
     g = graph(name, width=W, height=H, num_frames=FRAMES, fps=FPS, prefix="itest/local")
+    # ComfyUI without core LTX-2 (0.3.x): `auto` falls back to ltx-core and says why; with it (0.2x) this test
+    # asks for ltx-core explicitly (the native engine's own tests are in test_native_engine.py)
+    core_ltx2 = not comfyui.version().startswith("0.3.")
     g["4"] = {"class_type": "LTXOutpaintLocalBackend", "inputs": {
-        "recipe": "official", "engine": "auto", "precision": "auto", "keep_loaded": False, "model_paths": ""}}
+        "recipe": "official", "engine": "ltxcore" if core_ltx2 else "auto", "precision": "auto",
+        "keep_loaded": False, "model_paths": ""}}
     # LoRA Stack reads local files only from folders the server allows (here the environment's extra folder)
     user_lora = os.path.join(comfyui.allowed_media_dir, os.path.basename(tiny_models.user_lora))
     shutil.copyfile(tiny_models.user_lora, user_lora)
@@ -250,6 +279,11 @@ def test_comfyui_graph_with_local_backend(comfyui, tiny_models):
     assert abs(got.fps - FPS) < 1e-6 and got.audio is not None and not got.audio.silent
     text = json.dumps(entry["outputs"]["5"])
     assert "local" in text and "peak" in text
+    if core_ltx2:
+        assert "engine: ltx-core, recipe official (native engine not used: engine ltxcore chosen" in text
+    else:
+        assert ("engine: ltx-core, recipe official (native engine not used: this ComfyUI's core has no LTX-2 "
+                "audio-video model") in text, text
 
 
 @pytest.fixture

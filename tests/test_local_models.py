@@ -1,4 +1,7 @@
-"""Model discovery for the local backend, in real temporary ComfyUI-like model trees."""
+"""Model discovery for the local backend, in real temporary ComfyUI-like model trees.
+
+The roles a run needs come from its recipe (recipe.py ``Recipe.needs``): ``official`` = dev checkpoint, distilled
+LoRA, IC-LoRA, Gemma; ``ic_lora_pipeline`` = distilled checkpoint, IC-LoRA, spatial upsampler, Gemma."""
 import logging
 import os
 import shutil
@@ -6,12 +9,14 @@ import shutil
 import pytest
 
 from ltx_outpaint.errors import InputError
-from ltx_outpaint.local.models import (ENV_MODELS_DIR, IC_LORA_URL, KINDS, LTX_FP8_URL, LTX_URL, MODE_ROLES,
-                                       MissingModelsError, ModelSearch, catalogue, find_models)
+from ltx_outpaint.local.models import (ENV_MODELS_DIR, GEMMA_COMFY_URL, IC_LORA_URL, KINDS, LTX_FP8_URL, LTX_URL,
+                                       MissingModelsError, ModelSearch, catalogue, find_models, recipe_roles)
+from ltx_outpaint.local.recipe import IC_LORA_PIPELINE, OFFICIAL
 
 DEV = "ltx-2.3-22b-dev.safetensors"
 DEV_FP8 = "ltx-2.3-22b-dev-fp8.safetensors"
 DISTILLED_LORA = "ltx-2.3-22b-distilled-lora-384.safetensors"
+DISTILLED_LORA_11 = "ltx-2.3-22b-distilled-lora-384-1.1.safetensors"  # the name in Lightricks' workflow
 IC_LORA = "ltx-2.3-22b-ic-lora-in-outpainting-0.9.safetensors"
 UPSAMPLER_10 = "ltx-2.3-spatial-upscaler-x2-1.0.safetensors"
 UPSAMPLER_11 = "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"
@@ -54,6 +59,7 @@ def tree(tmp_path):
 
 
 def full_quality_tree(comfy, extra):
+    """Every file of both recipes (the official roles plus the distilled checkpoint's recipe's upsampler)."""
     return {
         "dev": touch(comfy / "checkpoints" / DEV),
         "distilled_lora": touch(comfy / "loras" / "ltx" / DISTILLED_LORA),  # in a subfolder
@@ -63,46 +69,75 @@ def full_quality_tree(comfy, extra):
     }
 
 
-def test_quality_mode_found_across_comfy_and_extra_folders(tree):
+def test_roles_come_from_the_recipes():
+    assert recipe_roles("official") == OFFICIAL.needs == ("dev", "distilled_lora", "ic_lora_outpaint",
+                                                          "text_encoder")
+    assert recipe_roles(IC_LORA_PIPELINE) == ("distilled", "ic_lora_outpaint", "spatial_upsampler", "text_encoder")
+
+
+def test_official_recipe_found_across_comfy_and_extra_folders_without_an_upsampler(tree):
     comfy, extra = tree
     expected = full_quality_tree(comfy, extra)
-    res = find_models("quality", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))))
+    del expected["spatial_upsampler"]
+    os.remove(extra / "latent_upscale_models" / UPSAMPLER_10)  # the official recipe does not use one
+    res = find_models("official", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))))
     assert res.paths == expected
-    assert res.mode == "quality" and res.distilled is None
+    assert res.recipe == "official" and res.distilled is None and res.spatial_upsampler is None
     assert res.text_encoder_form == "folder"
     assert res.notes == ()
 
 
-def test_fast_mode_prefers_distilled_1_1_and_needs_no_dev(tree):
+def test_ic_lora_pipeline_prefers_distilled_1_1_and_needs_no_dev(tree):
     comfy, extra = tree
     full_quality_tree(comfy, extra)
     os.remove(comfy / "checkpoints" / DEV)
     touch(comfy / "checkpoints" / "ltx-2.3-22b-distilled.safetensors")
     newer = touch(extra / "diffusion_models" / "ltx-2.3-22b-distilled-1.1.safetensors")
-    res = find_models("fast", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))))
+    res = find_models("ic_lora_pipeline", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))))
     assert res.distilled == newer  # the preferred name wins even though it is in a later folder
-    assert set(res.paths) == set(MODE_ROLES["fast"]) and res.dev is None and res.distilled_lora is None
+    assert set(res.paths) == set(IC_LORA_PIPELINE.needs) and res.dev is None and res.distilled_lora is None
 
 
-def test_partial_tmp_hidden_empty_and_too_deep_files_are_ignored(tree):
+def test_loras_at_any_depth_as_in_lightricks_workflow(tree):
+    comfy, extra = tree
+    full_quality_tree(comfy, extra)
+    os.remove(comfy / "loras" / "ltx" / DISTILLED_LORA)
+    os.remove(extra / "loras" / IC_LORA.upper().replace(".SAFETENSORS", ".safetensors"))
+    # the workflow's lora_name values: ltxv/ltx2/ltx-2.3-22b-distilled-lora-384-1.1.safetensors, ...
+    distilled = touch(comfy / "loras" / "ltxv" / "ltx2" / DISTILLED_LORA_11)
+    ic = touch(extra / "loras" / "a" / "b" / "c" / "d" / IC_LORA)
+    touch(comfy / "loras" / "ltx-outpaint-url-cache" / IC_LORA)  # our URL cache is never searched
+    res = find_models("official", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))))
+    assert (res.distilled_lora, res.ic_lora_outpaint) == (distilled, ic)
+    shallow = touch(comfy / "loras" / "x" / DISTILLED_LORA_11)  # shallower wins among equal names
+    assert find_models("official", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra)))).distilled_lora == \
+        shallow
+    with pytest.raises(MissingModelsError) as ei:  # the cached copy in our URL cache does not count
+        find_models("official", ModelSearch.from_lookup(lookup_for(str(comfy))))
+    assert ei.value.roles == ("ic_lora_outpaint",)
+
+
+def test_partial_tmp_hidden_and_empty_files_are_ignored(tree):
     comfy, extra = tree
     full_quality_tree(comfy, extra)
     ups = comfy / "latent_upscale_models"
     touch(ups / (UPSAMPLER_11 + ".partial"))
     touch(ups / (UPSAMPLER_11 + ".tmp"))
     touch(ups / ("." + UPSAMPLER_11))
-    touch(ups / "a" / "b" / UPSAMPLER_11)  # two levels deep: not searched
+    touch(ups / ".hidden" / UPSAMPLER_11)  # inside a hidden folder
     touch(ups / UPSAMPLER_11.replace("1.1", "1.1-copy"))
     open(extra / "upscale_models" / UPSAMPLER_11, "wb").close()  # 0 bytes: a failed download
-    res = find_models("quality", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))))
+    touch(comfy / "checkpoints" / "ltx-2.3-22b-distilled.safetensors")
+    res = find_models("ic_lora_pipeline", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))))
     assert res.spatial_upsampler == str(extra / "latent_upscale_models" / UPSAMPLER_10)
 
 
 def test_upsampler_1_1_preferred_and_found_in_upscale_models(tree):
     comfy, extra = tree
     full_quality_tree(comfy, extra)
-    newer = touch(comfy / "upscale_models" / "LTX" / UPSAMPLER_11.upper())
-    res = find_models("quality", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))))
+    touch(comfy / "checkpoints" / "ltx-2.3-22b-distilled.safetensors")
+    newer = touch(comfy / "upscale_models" / "LTX" / "deeper" / UPSAMPLER_11.upper())
+    res = find_models("ic_lora_pipeline", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))))
     assert res.spatial_upsampler == newer
 
 
@@ -111,7 +146,7 @@ def test_fp8_preference_when_both_present(tree, fp8):
     comfy, extra = tree
     full_quality_tree(comfy, extra)
     fp8_file = touch(extra / "checkpoints" / "fp8" / DEV_FP8)
-    res = find_models("quality", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))), fp8=fp8)
+    res = find_models("official", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))), fp8=fp8)
     assert res.dev == (fp8_file if fp8 else str(comfy / "checkpoints" / DEV))
     assert res.notes == () and res.fp8 is fp8
 
@@ -120,7 +155,7 @@ def test_fp8_requested_falls_back_to_bf16_with_a_logged_note(tree, caplog):
     comfy, extra = tree
     full_quality_tree(comfy, extra)
     with caplog.at_level(logging.INFO, logger="ltx_outpaint.local.models"):
-        res = find_models("quality", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))), fp8=True)
+        res = find_models("official", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))), fp8=True)
     assert res.dev == str(comfy / "checkpoints" / DEV)
     assert len(res.notes) == 1 and "fp8 requested" in res.notes[0] and DEV in res.notes[0]
     assert res.notes[0] in caplog.text
@@ -131,7 +166,7 @@ def test_bf16_requested_falls_back_to_fp8(tree):
     full_quality_tree(comfy, extra)
     os.remove(comfy / "checkpoints" / DEV)
     fp8_file = touch(comfy / "checkpoints" / DEV_FP8)
-    res = find_models("quality", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))), fp8=False)
+    res = find_models("official", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))), fp8=False)
     assert res.dev == fp8_file
     assert any("no bf16" in n and DEV_FP8 in n for n in res.notes)
 
@@ -141,7 +176,7 @@ def test_explicit_path_wins_over_search(tree, tmp_path):
     full_quality_tree(comfy, extra)
     mine = touch(tmp_path / "elsewhere" / "my-dev.safetensors")
     my_gemma = touch(tmp_path / "elsewhere" / "gemma_3_12B_it_fp8_scaled.safetensors")
-    res = find_models("quality", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))),
+    res = find_models("official", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))),
                       explicit={"dev": mine, "text_encoder": my_gemma, "distilled": "", "distilled_lora": None})
     assert res.dev == mine and res.text_encoder == my_gemma
     assert res.text_encoder_form == "single_file"
@@ -154,50 +189,53 @@ def test_explicit_missing_path_is_reported_with_other_missing_roles(tree, tmp_pa
     os.remove(extra / "loras" / IC_LORA.upper().replace(".SAFETENSORS", ".safetensors"))
     gone = str(tmp_path / "nowhere" / "dev.safetensors")
     with pytest.raises(MissingModelsError) as ei:
-        find_models("quality", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))), explicit={"dev": gone})
+        find_models("official", ModelSearch.from_lookup(lookup_for(str(comfy), str(extra))), explicit={"dev": gone})
     assert ei.value.roles == ("dev", "ic_lora_outpaint")
     assert f"{gone} does not exist" in str(ei.value)
     assert IC_LORA in str(ei.value) and IC_LORA_URL in str(ei.value)
 
 
-def test_explicit_unknown_role_and_bad_mode(tree):
+def test_explicit_unknown_role_and_bad_recipe(tree):
     search = ModelSearch.from_lookup(lookup_for(str(tree[0])))
     with pytest.raises(InputError) as ei:
-        find_models("quality", search, explicit={"vae": "/x"})
+        find_models("official", search, explicit={"vae": "/x"})
     assert ei.value.field == "vae"
     with pytest.raises(InputError) as ei:
         find_models("best", search)
-    assert ei.value.field == "mode"
+    assert ei.value.field == "recipe" and "official" in str(ei.value)
 
 
-def test_gemma_single_file_when_no_folder(tree):
+def test_gemma_single_file_variants_in_preference_order(tree):
     comfy, extra = tree
     full_quality_tree(comfy, extra)
     shutil.rmtree(comfy / "text_encoders" / "gemma-3-12b-it-qat-q4_0-unquantized")
-    bf16 = touch(comfy / "text_encoders" / "gemma_3_12B_it.safetensors")
-    fp8_file = touch(extra / "clip" / "gemma_3_12B_it_fp8_scaled.safetensors")
     search = ModelSearch.from_lookup(lookup_for(str(comfy), str(extra)))
-    res = find_models("quality", search)
+    fp4 = touch(extra / "clip" / "gemma_3_12B_it_fp4_mixed.safetensors")
+    assert find_models("official", search).text_encoder == fp4
+    fp8_file = touch(extra / "clip" / "gemma_3_12B_it_fp8_scaled.safetensors")
+    assert find_models("official", search).text_encoder == fp8_file
+    workflow = touch(extra / "text_encoders" / "comfy_gemma_3_12B_it.safetensors")  # the workflow's name
+    assert find_models("official", search).text_encoder == workflow
+    bf16 = touch(comfy / "text_encoders" / "gemma_3_12B_it.safetensors")
+    res = find_models("official", search, fp8=True)  # dequantized on load either way: bf16 file first
     assert (res.text_encoder, res.text_encoder_form) == (bf16, "single_file")
-    assert find_models("quality", search, fp8=True).text_encoder == fp8_file
 
 
-def test_gemma_folder_preferred_over_single_file_and_incomplete_folder_skipped(tree):
+def test_gemma_single_file_preferred_over_folder_and_incomplete_folder_skipped(tree):
     comfy, extra = tree
     full_quality_tree(comfy, extra)
-    single = touch(comfy / "text_encoders" / "gemma_3_12B_it.safetensors")
     search = ModelSearch.from_lookup(lookup_for(str(comfy), str(extra)))
     folder = str(comfy / "text_encoders" / "gemma-3-12b-it-qat-q4_0-unquantized")
-    assert find_models("quality", search).text_encoder == folder
+    assert find_models("official", search).text_encoder == folder
+    single = touch(comfy / "text_encoders" / "gemma_3_12B_it.safetensors")
+    assert find_models("official", search).text_encoder == single
+    os.remove(single)
     os.remove(os.path.join(folder, "tokenizer.model"))  # incomplete now
     nested = gemma_folder(extra / "text_encoders" / "google" / "Gemma-3-12B-IT")  # one level deep
-    assert find_models("quality", search).text_encoder == nested
+    assert find_models("official", search).text_encoder == nested
     shutil.rmtree(nested)
-    res = find_models("quality", search)
-    assert (res.text_encoder, res.text_encoder_form) == (single, "single_file")
-    os.remove(single)
     with pytest.raises(MissingModelsError) as ei:
-        find_models("quality", search)
+        find_models("official", search)
     assert ei.value.roles == ("text_encoder",) and ei.value.field == "text_encoder"
     assert f"skipped {folder} (lacks tokenizer.model)" in str(ei.value)
 
@@ -207,7 +245,7 @@ def test_explicit_gemma_folder_is_checked(tmp_path, tree):
     full_quality_tree(comfy, extra)
     bad = gemma_folder(tmp_path / "my-gemma", tokenizer=False)
     with pytest.raises(MissingModelsError, match="lacks tokenizer.model"):
-        find_models("quality", ModelSearch.from_lookup(lookup_for(str(comfy))), explicit={"text_encoder": bad})
+        find_models("official", ModelSearch.from_lookup(lookup_for(str(comfy))), explicit={"text_encoder": bad})
 
 
 def test_one_error_names_every_missing_role_folder_and_url(tmp_path):
@@ -217,28 +255,31 @@ def test_one_error_names_every_missing_role_folder_and_url(tmp_path):
     search = ModelSearch.from_models_dir(str(models)).merge(
         ModelSearch({"loras": [str(tmp_path / "extra_loras")]}))
     with pytest.raises(MissingModelsError) as ei:
-        find_models("quality", search)
+        find_models("official", search)
     err = ei.value
     msg = str(err)
     assert isinstance(err, InputError)
-    assert err.roles == MODE_ROLES["quality"] and err.field == ", ".join(MODE_ROLES["quality"])
-    for kind in KINDS:  # every folder searched, existing or not
+    assert err.roles == OFFICIAL.needs and err.field == ", ".join(OFFICIAL.needs)
+    for kind in set(KINDS) - {"latent_upscale_models", "upscale_models"}:  # every folder searched, existing or not
         assert str(models / kind) in msg
     assert f"{tmp_path / 'extra_loras'} (does not exist)" in msg
     assert f"{models / 'checkpoints'}\n" in msg  # exists: no remark
-    for name in (DEV, DEV_FP8, DISTILLED_LORA, IC_LORA, UPSAMPLER_11, UPSAMPLER_10, "gemma_3_12b_it.safetensors"):
+    for name in (DEV, DEV_FP8, DISTILLED_LORA_11, DISTILLED_LORA, IC_LORA, "gemma_3_12b_it.safetensors",
+                 "comfy_gemma_3_12b_it.safetensors"):
         assert name in msg
-    for url in (LTX_URL, IC_LORA_URL, "https://huggingface.co/google/gemma-3-12b-it"):
+    assert UPSAMPLER_10 not in msg and "spatial" not in msg
+    for url in (LTX_URL, IC_LORA_URL, GEMMA_COMFY_URL, "https://huggingface.co/google/gemma-3-12b-it"):
         assert url in msg
-    assert msg.startswith(err.field + ": 5 model files needed for quality mode are missing")
+    assert msg.startswith(err.field + ": 4 model files needed for the official recipe are missing")
     with pytest.raises(MissingModelsError) as ei:
-        find_models("fast", search, fp8=True)
-    assert ei.value.roles == MODE_ROLES["fast"] and LTX_FP8_URL in str(ei.value)
+        find_models("ic_lora_pipeline", search, fp8=True)
+    assert ei.value.roles == IC_LORA_PIPELINE.needs and LTX_FP8_URL in str(ei.value)
+    assert UPSAMPLER_11 in str(ei.value) and UPSAMPLER_10 in str(ei.value)
 
 
 def test_error_without_any_configured_folder():
     with pytest.raises(MissingModelsError) as ei:
-        find_models("fast", ModelSearch())
+        find_models("ic_lora_pipeline", ModelSearch())
     assert "no checkpoints or diffusion_models folders are configured" in str(ei.value)
     assert ENV_MODELS_DIR in str(ei.value)
 
@@ -273,6 +314,7 @@ def test_model_search_constructors(tmp_path, monkeypatch):
 
 
 def test_catalogue_candidates_follow_fp8_preference():
+    assert catalogue(False)["distilled_lora"].candidates == (DISTILLED_LORA_11, DISTILLED_LORA)
     assert catalogue(False)["dev"].candidates == (DEV, DEV_FP8)
     assert catalogue(True)["dev"].candidates == (DEV_FP8, DEV)
     assert catalogue(True)["distilled"].candidates[0] == "ltx-2.3-22b-distilled-1.1-fp8.safetensors"

@@ -68,8 +68,9 @@ def test_every_model_of_a_run_is_fully_loaded(tiny_models):
     for name in ("transformer", "video_encoder", "video_decoder", "audio_encoder", "audio_decoder", "vocoder",
                  "spatial_upsampler"):
         assert_no_meta(getattr(ledger, name)(), name)
-    assert_no_meta(load_text_encoder(tiny_models.gemma, cpu), "text_encoder")
-    assert_no_meta(load_embeddings_processor(tiny_models.dev, tiny_models.gemma, cpu), "embeddings")
+    for gemma in (tiny_models.gemma, tiny_models.comfy_gemma):  # Hugging Face folder and ComfyUI single file
+        assert_no_meta(load_text_encoder(gemma, cpu), "text_encoder")
+        assert_no_meta(load_embeddings_processor(tiny_models.dev, gemma, cpu), "embeddings")
 
 
 def _venv_with_transformers_4(base: str) -> str:
@@ -106,8 +107,14 @@ SCRIPT = textwrap.dedent("""
     models = tiny_ltx.build_tiny_models(sys.argv[2])   # the Gemma folder is written by transformers 4.x too
     src = decode_video(clip("local_src.mp4", width=64, height=96, frames=12, fps=8), DecodeOptions())
     r = _run(models, src, guidance_scale=2.0, enable_prompt_expansion=True)
+    # the ComfyUI single-file Gemma too (config, tokenizer and weights rebuilt for transformers 4.x)
+    from ltx_outpaint.local.ltxcore.compat import load_text_encoder
+    folder, single = load_text_encoder(models.gemma, "cpu"), load_text_encoder(models.comfy_gemma, "cpu")
+    same = all(__import__("torch").equal(a, b) for a, b in zip(folder.model.state_dict().values(),
+                                                              single.model.state_dict().values()))
     print(json.dumps({"transformers": transformers.__version__, "shape": list(r.frames.shape),
-                      "prompt": r.prompt, "audio": r.audio is not None, "notes": r.notes}))
+                      "prompt": r.prompt, "audio": r.audio is not None, "notes": r.notes, "single_file": same,
+                      "tokens": single.tokenizer.tokenizer("a wide meadow").input_ids}))
 """)
 
 
@@ -132,6 +139,12 @@ def test_whole_pipeline_under_transformers_4(tmp_path):
     assert out["shape"] == [FRAMES, H, W, 3] and out["audio"]
     assert out["prompt"] != "a wide meadow"  # Gemma's prompt expansion ran under 4.x
     assert not any("expansion failed" in n for n in out["notes"])
+    assert out["single_file"]
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "models" / "text_encoders" / "gemma-3-tiny" /
+                                                   "tokenizer.model"))
+    assert out["tokens"] == [sp.bos_id()] + sp.encode("a wide meadow")
     import transformers
 
     assert transformers.__version__.startswith("5."), "this interpreter is the transformers 5.x side"

@@ -181,3 +181,26 @@ def test_native_graph_runs_exactly_the_resolved_recipe(recipe, audio):
     sampler_nodes[-1]["inputs"]["sampler_name"] = "euler"
     assert graph_parameters(graph, models, recipe)["stage2"]["sampler"] == "euler"
     assert graph_parameters(graph, models, recipe) != r.parameters() or r.stages[1].sampler == "euler"
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("kw", [{}, {"guidance_scale": 2.5, "video_strength": 0.7, "negative_prompt": "dark"},
+                                {"generate_audio": False}])
+def test_both_engines_run_the_same_parameters_for_the_same_request(recipe, kw):
+    """The native engine's graph and the ltx-core engine's stage plans, each read from what that engine will
+    run, agree value for value (and with the resolved recipe)."""
+    pipeline = pytest.importorskip("ltx_outpaint.local.ltxcore.pipeline")
+    r = resolve(RECIPES[recipe], _request(**kw), width=192, height=128, frames=9, seed=5)
+    models = NativeModels(checkpoint=f"ltx-2.3-22b-{RECIPES[recipe].checkpoint}.safetensors",
+                          text_encoder="gemma_3_12B_it.safetensors",
+                          distilled_lora="ltx-2.3-22b-distilled-lora-384-1.1.safetensors",
+                          ic_lora="ltx-2.3-22b-ic-lora-in-outpainting-0.9.safetensors",
+                          spatial_upsampler="ltx-2.3-spatial-upscaler-x2-1.0.safetensors")
+    audio = {"waveform": torch.zeros(1, 2, 16000), "sample_rate": 16000}
+    x = NativeInputs(models=models, placed=torch.zeros(9, 128, 192, 3), mask=torch.ones(128, 192),
+                     source_audio=audio)
+    graph, _ = build_graph(r, x, prefix="9.ltx.", expand_prompt=False)
+    native = graph_parameters(graph, models, recipe)
+    ltxcore = pipeline.parameters(r, None, has_source_audio=True)
+    assert native == ltxcore
+    assert native == r.parameters()

@@ -83,7 +83,11 @@ VOCODER = {
 UPSAMPLER = {"in_channels": 128, "mid_channels": 32, "num_blocks_per_stage": 1, "dims": 3,
              "spatial_upsample": True, "temporal_upsample": False, "spatial_scale": 2.0}
 GEMMA_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "num_key_value_heads": 1, "head_dim": 32, "sliding_window": 64, "max_position_embeddings": 2048}
+              "num_key_value_heads": 1, "head_dim": 32, "sliding_window": 1024, "max_position_embeddings": 131072}
+#: Gemma 3 12B's architecture values that shapes do not carry (RoPE, local RoPE, scaling), so that the tiny model's
+#: ComfyUI single file loads into the same model as its folder (nodes/local/ltxcore/gemma.py GEMMA3_FIXED)
+GEMMA_ROPE = {"rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0,
+              "rope_scaling": {"rope_type": "linear", "factor": 8.0}}
 #: SigLIP tower: head size 72 as in Gemma 3 12B's (1152 / 16), so a loader can infer the head count from shapes
 GEMMA_VISION = {"hidden_size": 144, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                 "image_size": 224, "patch_size": 14}
@@ -216,6 +220,9 @@ def write_gemma(folder: str) -> None:
     spm.SentencePieceTrainer.train(
         input=corpus, model_prefix=os.path.join(folder, "tokenizer"), vocab_size=SPM_VOCAB, model_type="bpe",
         pad_id=0, eos_id=1, bos_id=2, unk_id=3, user_defined_symbols=SPECIAL_TOKENS, character_coverage=1.0,
+        pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        # as Gemma 3's own tokenizer.model: no dummy prefix, text kept as is
+        add_dummy_prefix=False, normalization_rule_name="identity", remove_extra_whitespaces=False,
         minloglevel=2)
     with open(corpus) as f:
         lines = f.read().splitlines()
@@ -253,9 +260,10 @@ def write_gemma(folder: str) -> None:
                    "do_pan_and_scan": False}, f)
     patches = (side // GEMMA_VISION["patch_size"]) ** 2
     config = Gemma3Config(
-        text_config={**GEMMA_TEXT, "vocab_size": vocab_size, "rope_theta": 10000.0,
-                     "rope_local_base_freq": 10000.0, "query_pre_attn_scalar": GEMMA_TEXT["head_dim"]},
-        vision_config={**GEMMA_VISION, "model_type": "siglip_vision_model"}, mm_tokens_per_image=patches,
+        text_config={**GEMMA_TEXT, **GEMMA_ROPE, "vocab_size": vocab_size,
+                     "query_pre_attn_scalar": GEMMA_TEXT["head_dim"]},
+        vision_config={**GEMMA_VISION, "model_type": "siglip_vision_model", "vision_use_head": False},
+        mm_tokens_per_image=patches,
         image_token_index=ids["<image_soft_token>"], boi_token_index=ids["<start_of_image>"],
         eoi_token_index=ids["<end_of_image>"], pad_token_id=0, bos_token_id=2, eos_token_id=1)
     torch.manual_seed(21)
@@ -349,3 +357,134 @@ def tiny_models(tmp_path_factory) -> TinyModels:
             pytest.fail(f"ltx-core is not installed ({exc}); CI must test the local backend", pytrace=False)
         pytest.skip(f"ltx-core not installed: {exc}")
     return build_tiny_models(str(tmp_path_factory.mktemp("tiny_ltx")))
+
+
+# -- the files ComfyUI users have, in their quantized and nested forms --------------------------------
+FP8_MAX = 448.0
+#: ComfyUI 0.20.1 from the vendored tarball (see ../shared/vendor/README.md): its comfy/float.py is the reference
+#: nvfp4 quantizer (our reader must read what ComfyUI writes)
+COMFYUI_TARBALL = os.environ.get("LTX_OUTPAINT_COMFYUI_TARBALL") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "vendor",
+    "comfyui-0.20.1.tar.gz")
+
+
+def _fp8_scaled(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ComfyUI's per-tensor absmax fp8 (QUANTIZATION.md): scale = amax / 448, q = (w / scale) in e4m3."""
+    w = w.float()
+    scale = (w.abs().max() / FP8_MAX).clamp(min=1e-12)
+    return (w / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale.reshape(()).float()
+
+
+def write_scaled_fp8_checkpoint(src: str, dst: str, layer_filter=None) -> list[str]:
+    """`src` (an LTX-2.3 single file) with its transformer-block Linear weights in per-tensor scaled fp8, the way
+    ComfyUI stores them (``<layer>.weight`` e4m3, ``<layer>.weight_scale`` / ``.input_scale`` float32 scalars,
+    ``_quantization_metadata`` naming each layer's format). Returns the quantized layers."""
+    from safetensors import safe_open
+
+    layers = []
+    out = {}
+    with safe_open(src, framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        for key in f.keys():
+            t = f.get_tensor(key)
+            blocks = key.startswith("model.diffusion_model.transformer_blocks.")
+            if blocks and key.endswith(".weight") and t.dim() == 2 and (layer_filter is None or layer_filter(key)):
+                layer = key[: -len(".weight")]
+                out[key], out[layer + ".weight_scale"] = _fp8_scaled(t)
+                out[layer + ".input_scale"] = torch.tensor(1.0)
+                layers.append(layer)
+            else:
+                out[key] = t
+    meta["_quantization_metadata"] = json.dumps({"format_version": "1.0",
+                                                 "layers": {k: {"format": "float8_e4m3fn"} for k in layers}})
+    save_file(out, dst, metadata=meta)
+    return layers
+
+
+def _gemma_linear(key: str) -> bool:
+    return key.startswith("model.layers.") and key.endswith("_proj.weight")
+
+
+def write_gemma_fp8_scaled(src: str, dst: str) -> list[str]:
+    """The single-file Gemma at `src` as ComfyUI's older ``_fp8_scaled`` text encoders: a ``scaled_fp8`` marker
+    tensor, language-model Linear weights in e4m3 with ``<layer>.scale_weight`` (comfy/utils.py
+    convert_old_quants reads this layout). Returns the quantized layers."""
+    from safetensors.torch import load_file
+
+    sd = load_file(src)
+    layers = []
+    for key in [k for k in sd if _gemma_linear(k)]:
+        layer = key[: -len(".weight")]
+        sd[key], sd[layer + ".scale_weight"] = _fp8_scaled(sd[key])
+        layers.append(layer)
+    sd["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    save_file(sd, dst)
+    return layers
+
+
+def comfy_float_module():
+    """ComfyUI 0.20.1's comfy/float.py (imports only torch), extracted from the vendored tarball into a temporary
+    folder and imported from there; None without the tarball."""
+    import importlib.util
+    import tarfile
+    import tempfile
+
+    if not os.path.isfile(COMFYUI_TARBALL):
+        return None
+    with tarfile.open(COMFYUI_TARBALL) as tar:
+        member = next((m for m in tar.getmembers() if m.name.endswith("comfy/float.py")), None)
+        if member is None:
+            return None
+        folder = tempfile.mkdtemp(prefix="comfyui-0.20.1-float-")
+        path = os.path.join(folder, "comfy_float_0_20_1.py")
+        with open(path, "wb") as f:
+            f.write(tar.extractfile(member).read())
+    spec = importlib.util.spec_from_file_location("comfy_float_0_20_1", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_gemma_fp4_mixed(src: str, dst: str) -> dict[str, str]:
+    """The single-file Gemma at `src` as ComfyUI's ``_fp4_mixed``: MLP Linear weights in nvfp4 (quantized by
+    ComfyUI's own comfy/float.py: uint8 pairs of E2M1, e4m3 block scales in cuBLAS' swizzled layout as
+    ``weight_scale``, the float32 per-tensor scale as ``weight_scale_2``), attention Linear weights in scaled fp8,
+    the rest bf16, per-layer formats in ``_quantization_metadata``. Returns layer -> format."""
+    from safetensors.torch import load_file
+
+    comfy_float = comfy_float_module()
+    if comfy_float is None:
+        raise FileNotFoundError(f"{COMFYUI_TARBALL} (ComfyUI 0.20.1) is needed to write an nvfp4 file")
+    sd = load_file(src)
+    formats = {}
+    for key in [k for k in sd if _gemma_linear(k)]:
+        layer = key[: -len(".weight")]
+        w = sd[key].float()
+        if ".mlp." in key:
+            per_tensor = (w.abs().max() / (FP8_MAX * 6.0)).float()
+            q, block = comfy_float.stochastic_round_quantize_nvfp4(w, per_tensor, pad_16x=False, seed=1)
+            sd[key], sd[layer + ".weight_scale"], sd[layer + ".weight_scale_2"] = q, block, per_tensor.reshape(())
+            formats[layer] = "nvfp4"
+        else:
+            sd[key], sd[layer + ".weight_scale"] = _fp8_scaled(w)
+            formats[layer] = "float8_e4m3fn"
+    save_file(sd, dst, metadata={"_quantization_metadata": json.dumps(
+        {"format_version": "1.0", "layers": {k: {"format": v} for k, v in formats.items()}})})
+    return formats
+
+
+def nested_models_tree(models: TinyModels, root: str, subdir: str = os.path.join("ltxv", "ltx2")) -> str:
+    """A models folder (links to `models`' files) laid out as Lightricks' workflow expects: the distilled and the
+    IC-LoRA under ``loras/ltxv/ltx2/``, the Gemma single file only (no Hugging Face folder), no upsampler."""
+    for kind in ("checkpoints", "loras", "text_encoders"):
+        os.makedirs(os.path.join(root, kind), exist_ok=True)
+    deep = os.path.join(root, "loras", subdir)
+    os.makedirs(deep, exist_ok=True)
+    links = {models.dev: os.path.join(root, "checkpoints", os.path.basename(models.dev)),
+             models.distilled_lora: os.path.join(deep, os.path.basename(models.distilled_lora)),
+             models.ic_lora: os.path.join(deep, os.path.basename(models.ic_lora)),
+             models.comfy_gemma: os.path.join(root, "text_encoders", os.path.basename(models.comfy_gemma))}
+    for src, dst in links.items():
+        if not os.path.exists(dst):
+            os.symlink(src, dst)
+    return root

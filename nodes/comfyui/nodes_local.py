@@ -9,8 +9,9 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..errors import InputError
-from ..local.backend import ENGINES
+from ..local.backend import ENGINES, OFFLOADS
 from ..local.recipe import DEFAULT_RECIPE, RECIPES
+from ..local.pins import INSTALL_COMMAND
 from .common import BACKEND, CATEGORY
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class LocalBackendNode(io.ComfyNode):
             category=CATEGORY,
             description="Run LTX-2.3 on this machine. In a ComfyUI whose core has LTX-2 the outpaint node expands "
                         "into core nodes (ComfyUI's own model loading, offloading, progress); elsewhere it runs "
-                        "Lightricks' ltx-core (pip install ltx-core==1.0.0 ltx-pipelines==1.0.0). Model files are "
+                        f"Lightricks' ltx-core ({INSTALL_COMMAND}). Model files are "
                         "found by name in ComfyUI's model folders, or come from the optional sockets. No safety "
                         "checker runs locally.",
             inputs=[
@@ -33,9 +34,6 @@ class LocalBackendNode(io.ComfyNode):
                                tooltip="official: Lightricks' LTX-2.3 IC-LoRA outpaint workflow, value for value "
                                        "(dev + distilled LoRA 0.5, two stages). ic_lora_pipeline: ltx-pipelines' "
                                        "ICLoraPipeline (distilled checkpoint, latent upsampler)."),
-                io.Combo.Input("engine", options=list(ENGINES), default="auto",
-                               tooltip="auto: ComfyUI core's LTX-2 when this ComfyUI has it, else ltx-core. "
-                                       "native: core only. ltxcore: Lightricks' ltx-core only."),
                 io.Combo.Input("precision", options=["auto", "bf16", "fp8"], default="auto",
                                tooltip="Which checkpoint file to prefer: fp8 halves the transformer's memory; "
                                        "auto = fp8 on GPUs under 60 GB."),
@@ -53,14 +51,21 @@ class LocalBackendNode(io.ComfyNode):
                               tooltip="Native engine: the LTX-2.3 text encoder (CLIP) from any loader."),
                 io.Vae.Input("vae", optional=True, tooltip="Native engine: the LTX-2.3 video VAE."),
                 io.Vae.Input("audio_vae", optional=True, tooltip="Native engine: the LTX-2.3 audio VAE."),
+                io.Combo.Input("engine", options=list(ENGINES), default="auto", optional=True,
+                               tooltip="auto: ComfyUI core's LTX-2 when this ComfyUI has it, else ltx-core. "
+                                       "native: core only. ltxcore: Lightricks' ltx-core only."),
+                io.Combo.Input("offload", options=list(OFFLOADS), default="auto", optional=True,
+                               tooltip="ltx-core engine: stream the transformer's / Gemma's blocks to the GPU one "
+                                       "at a time (blocks), never (none), or when the planned peak does not fit "
+                                       "this GPU (auto). The native engine uses ComfyUI's own offloading."),
             ],
             outputs=[BACKEND.Output(display_name="backend", tooltip="Connect to the outpaint node.")],
         )
 
     @classmethod
-    def execute(cls, recipe, engine, precision, keep_loaded, model_paths="", model=None, clip=None, vae=None,
-                audio_vae=None) -> io.NodeOutput:
-        config = _local_config(recipe, precision, keep_loaded, model_paths, engine=engine)
+    def execute(cls, recipe, precision, keep_loaded, model_paths="", model=None, clip=None, vae=None,
+                audio_vae=None, engine="auto", offload="auto") -> io.NodeOutput:
+        config = _local_config(recipe, precision, keep_loaded, model_paths, engine=engine, offload=offload)
         if any(x is not None for x in (model, clip, vae, audio_vae)):
             if engine == "ltxcore":
                 raise InputError("engine", "model / clip / vae / audio_vae sockets need the native engine "
@@ -69,7 +74,8 @@ class LocalBackendNode(io.ComfyNode):
         return io.NodeOutput(config)
 
 
-def _local_config(recipe=DEFAULT_RECIPE, precision="auto", keep_loaded=False, model_paths="", engine="auto"):
+def _local_config(recipe=DEFAULT_RECIPE, precision="auto", keep_loaded=False, model_paths="", engine="auto",
+                  offload="auto"):
     from ..local.backend import LocalConfig
     from ..local.models import ModelSearch
 
@@ -79,17 +85,39 @@ def _local_config(recipe=DEFAULT_RECIPE, precision="auto", keep_loaded=False, mo
             role, sep, path = line.partition("=")
             if not sep or not path.strip():
                 raise InputError("model_paths", f"expected ROLE=PATH, got {line.strip()!r}")
-            explicit.append((role.strip(), os.path.expanduser(path.strip())))
+            explicit.append((role.strip(), _model_path(path.strip())))
     search = ModelSearch.from_lookup(folder_paths.get_folder_paths).merge(ModelSearch.from_env())
-    return LocalConfig(recipe=recipe, engine=engine, precision=precision, keep_loaded=keep_loaded, search=search,
+    return LocalConfig(recipe=recipe, engine=engine, precision=precision, offload=offload, keep_loaded=keep_loaded,
+                       search=search,
                        explicit=tuple(explicit), free_memory=_free_comfy_models)
 
 
+#: ComfyUI model folders an explicit model path may point into (a workflow cannot name other server files)
+MODEL_KINDS = ("checkpoints", "diffusion_models", "loras", "text_encoders", "clip", "latent_upscale_models",
+               "upscale_models")
+
+
+def _model_path(given: str) -> str:
+    """An explicit model file (or Gemma folder) from a workflow, confined to ComfyUI's model folders (plus the
+    server environment's LTX_OUTPAINT_ALLOWED_PATHS / LTX_OUTPAINT_ALLOW_ANY_PATH), symlinks resolved."""
+    from ..paths import PathPolicy, refused
+
+    folders = [f for kind in MODEL_KINDS for f in folder_paths.get_folder_paths(kind)]
+    policy = PathPolicy(folders, what="model file", described="ComfyUI's model folders")
+    candidate = os.path.realpath(os.path.expanduser(given))
+    if os.path.isdir(candidate):  # a Hugging Face Gemma folder
+        if policy.any or any(candidate == r or candidate.startswith(r.rstrip(os.sep) + os.sep) for r in policy.roots):
+            return candidate
+        raise refused(given, "model_paths", "Local GPU", "model file", "ComfyUI's model folders")
+    return policy.resolve(given, "model_paths", "Local GPU")
+
+
 def _free_comfy_models() -> None:
-    """Unload ComfyUI's own models before the ltx-core engine loads LTX-2.3."""
+    """Unload ComfyUI's own models before the local backend loads LTX-2.3 (not what keep_loaded keeps)."""
     import comfy.model_management
 
-    comfy.model_management.unload_all_models()
+    unload = comfy.model_management.unload_all_models
+    getattr(unload, "__wrapped__", unload)()
     comfy.model_management.soft_empty_cache()
 
 
@@ -155,6 +183,9 @@ def native_expansion(request, clip_data, canvas, config, unique_id: str, progres
     if request.enable_safety_checker:
         log.warning(SAFETY_NOTE)
         notes.append(SAFETY_NOTE)
+    planned = _native_memory_plan(resolved, models, has_source_audio=audio is not None)
+    if planned:
+        notes.append(planned)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     inputs = NativeInputs(models=models, placed=placed, mask=mask, source_audio=audio, loras=loras,
@@ -163,9 +194,59 @@ def native_expansion(request, clip_data, canvas, config, unique_id: str, progres
     graph, outputs = build_graph(resolved, inputs, prefix=f"{unique_id}.ltx.", expand_prompt=expand)
     w1, h1 = resolved.stage_size(0)
     progress.report(0, 1, f"native LTX-2.3 ({recipe.name}): stage 1 {w1}x{h1}, stage 2 {lay.width}x{lay.height}, "
-                          f"{n} frames at {fps:g} fps; {len(graph)} nodes")
+                          f"{n} frames at {fps:g} fps; {len(graph)} nodes" + (f"; {planned}" if planned else ""))
     log.info("native engine: %s recipe, %dx%d, %d frames, models %s", recipe.name, lay.width, lay.height, n, models)
     return graph, outputs
+
+
+def _native_memory_plan(resolved, models, *, has_source_audio: bool) -> str | None:
+    """The planned peak VRAM per stage of a native run (from the model files' headers), before ComfyUI's own
+    partial loading / offloading; None when the models come from sockets (no files to read)."""
+    from types import SimpleNamespace
+
+    from ..local.ltxcore.pipeline import model_sizes, plan_run, stage_work
+    from ..local.memory_plan import plan
+
+    if models.checkpoint is None or models.text_encoder is None:
+        return None
+    full = lambda kind, name: folder_paths.get_full_path(kind, name) if name else None  # noqa: E731
+    ckpt = full("checkpoints", models.checkpoint)
+    files = SimpleNamespace(dev=ckpt, distilled=ckpt, text_encoder=full("text_encoders", models.text_encoder),
+                            spatial_upsampler=full("latent_upscale_models", models.spatial_upsampler),
+                            distilled_lora=full("loras", models.distilled_lora),
+                            ic_lora_outpaint=full("loras", models.ic_lora))
+    try:
+        run = plan_run(resolved, files, has_source_audio=has_source_audio)
+        fp8 = "fp8" in os.path.basename(ckpt).lower()
+        mp = plan(model_sizes(files, run, fp8), stage_work(run), offload_transformer=False, offload_text=False)
+    except Exception as exc:  # a plan is advice: never fail a run for it
+        log.warning("native engine: no memory plan (%s)", exc)
+        return None
+    return mp.describe().replace("(offload: none", "(before ComfyUI's own offloading")
+
+
+def _install_unload_hook() -> bool:
+    """ComfyUI's unload / free-memory action (POST /free, the Manager's "Unload Models") also drops what the local
+    backend's keep_loaded holds. Feature-detected: without comfy.model_management.unload_all_models, no hook."""
+    import comfy.model_management as mm
+
+    original = getattr(mm, "unload_all_models", None)
+    if original is None or getattr(original, "_ltx_outpaint_release", False):
+        return False
+
+    def unload_all_models(*args, **kwargs):
+        from ..local.keep import release
+
+        release("ComfyUI unloaded its models")
+        return original(*args, **kwargs)
+
+    unload_all_models._ltx_outpaint_release = True
+    unload_all_models.__wrapped__ = original
+    mm.unload_all_models = unload_all_models
+    return True
+
+
+_install_unload_hook()
 
 
 NODES = [LocalBackendNode]

@@ -1,23 +1,26 @@
-"""Local backend: LTX-2.3 outpainting on this machine's GPU (or CPU) with Lightricks' ltx-core.
+"""Local backend: LTX-2.3 outpainting on this machine's GPU (or CPU).
 
-Finds the model files (nodes/local_models.py), fetches LoRAs given as URLs into the loras folder's
-cache (nodes/lora_fetch.py: safe downloader, 3 GiB cap, safetensors header checked, never unpickled),
-builds the canvas composite and runs nodes/local_pipeline.py. ltx-core, ltx-pipelines and transformers
-are imported only here, when a run starts.
+Finds the model files the recipe needs (nodes/local/models.py), fetches LoRAs given as URLs into the loras
+folder's cache (nodes/lora_fetch.py: safe downloader, 3 GiB cap, safetensors header checked, never unpickled),
+places the source on the canvas, resolves the recipe (nodes/local/recipe.py) for the request and runs it on an
+engine: Lightricks' ltx-core (nodes/local/ltxcore/) here. ltx-core, ltx-pipelines and transformers are imported
+only when a run starts, after :func:`check_ltx_core` has found the pinned versions.
 """
 from __future__ import annotations
 
 import logging
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from ..media.canvas import LTX_SNAP, composite
+from ..media.canvas import LTX_SNAP, place_frames
 from ..errors import InputError
 from .models import ModelSearch, find_models
+from .pins import INSTALL_COMMAND, LTX_PINS  # the ltx-core engine is tested with exactly these; others are refused
 from ..backends import OutpaintJob, OutpaintResult, Progress, register
 from ..backends.preview import fit_audio, source_indices
 
@@ -28,6 +31,40 @@ SAFETY_NOTE = ("enable_safety_checker: the local backend has no safety model, so
 PRECISIONS = ("auto", "bf16", "fp8")
 ENGINES = ("auto", "native", "ltxcore")
 OFFLOADS = ("auto", "none", "blocks")
+#: what the canvas around the source holds before the fill colour is painted (the workflow pads grey 0.5)
+PAD_GREY = 0.5
+
+
+def ltx_core_problems() -> list[str]:
+    """Why the ltx-core engine cannot run here (empty: the pinned versions are installed and import)."""
+    import importlib.util
+    from importlib import metadata
+
+    problems = []
+    for dist, want in LTX_PINS.items():
+        try:
+            have = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            problems.append(f"{dist} is not installed")
+            continue
+        if have != want:
+            problems.append(f"{dist} {have} is installed, this pack needs {want}")
+    if not problems:
+        for module in ("ltx_core", "ltx_pipelines"):
+            if importlib.util.find_spec(module) is None:
+                problems.append(f"{module} is not importable")
+    if importlib.util.find_spec("sentencepiece") is None:  # the ComfyUI single-file Gemma's tokenizer
+        problems.append("sentencepiece is not installed (pip install sentencepiece)")
+    return problems
+
+
+def check_ltx_core() -> None:
+    """Raise one InputError naming what is missing or mismatched and the pinned install command."""
+    problems = ltx_core_problems()
+    if problems:
+        raise InputError("engine", f"the local backend's ltx-core engine cannot run: {'; '.join(problems)}. "
+                                   f"Install the tested versions into this Python ({sys.executable}): "
+                                   f"python -m {INSTALL_COMMAND}")
 
 
 @dataclass(frozen=True)
@@ -56,11 +93,6 @@ class LocalConfig:
     #: set by the ComfyUI adapter when `auto` fell back to ltx-core: why the native engine was not used
     why_not_native: str | None = None
     kind: str = field(default="local", init=False)
-
-    @property
-    def pipeline_mode(self) -> str:
-        """The ltx-core pipeline's mode for this recipe (until the pipeline reads recipe.py itself)."""
-        return {"official": "quality", "ic_lora_pipeline": "fast"}[self.recipe]
 
     def __post_init__(self):
         from .recipe import get_recipe
@@ -124,50 +156,53 @@ class LocalBackend:
 
         return tuple(UserLora(path, scale, target) for path, scale, target in self.user_lora_files(job))
 
+    def engine(self) -> str:
+        """The engine this run uses. This module runs ltx-core; `native` (ComfyUI core) is chosen by the adapter."""
+        if self.config.engine == "native":
+            raise InputError("engine", "the native engine (ComfyUI core's LTX-2) runs inside ComfyUI 0.20+ only; "
+                                       "use engine 'ltxcore' or 'auto' here")
+        return "ltxcore"
+
     def run(self, job: OutpaintJob, progress: Progress) -> OutpaintResult:
         cfg = self.config
         req, clip, lay = job.request, job.clip, job.layout
+        self.engine()
+        check_ltx_core()
         search = self._search()
-        models = find_models(cfg.pipeline_mode, search, fp8=prefer_fp8(cfg.precision, cfg.device),
+        models = find_models(cfg.recipe, search, fp8=prefer_fp8(cfg.precision, cfg.device),
                              explicit=dict(cfg.explicit))
         loras = self._user_loras(job, search)
         progress.check()
 
         from .ltxcore.pipeline import OutpaintInputs, OutpaintPipeline, PipelineConfig
+        from .recipe import resolve
 
         n, fps = job.num_frames, float(req.frames_per_second)
         frames = clip.frames[source_indices(clip.num_frames, clip.fps, n, fps)]
-        canvas_frames = composite(frames, lay)
+        placed = torch.full((n, lay.height, lay.width, 3), PAD_GREY, dtype=torch.float32)
+        place_frames(frames, lay, placed)
         del frames
         audio = None
         if clip.audio is not None and not clip.audio.silent:
             audio = fit_audio(clip.audio, n / fps)
         seed = req.seed if req.seed is not None else random.randint(0, 2**32 - 1)
+        resolved = resolve(cfg.recipe, req, width=lay.width, height=lay.height, frames=n, seed=int(seed))
         notes = [f"engine: ltx-core, recipe {cfg.recipe}"
                  + (f" (native engine not used: {cfg.why_not_native})" if cfg.why_not_native else ""),
-                 *models.notes]
+                 *models.notes, *resolved.notes]
         if req.enable_safety_checker:
             log.warning(SAFETY_NOTE)
             notes.append(SAFETY_NOTE)
-        if cfg.pipeline_mode == "fast" and req.num_inference_steps != 15:
-            notes.append(f"num_inference_steps {req.num_inference_steps} ignored: fast mode uses the fixed "
-                         "8-step distilled schedule")
-        if cfg.pipeline_mode == "fast" and req.guidance_scale > 1:
-            notes.append("guidance_scale ignored: fast mode (distilled) runs without CFG")
         pipeline = OutpaintPipeline(PipelineConfig(models, device=cfg.device, precision=cfg.precision,
-                                                   keep_loaded=cfg.keep_loaded, free_memory=cfg.free_memory))
-        inputs = OutpaintInputs(
-            composite=canvas_frames, source_rect=lay.source, fps=fps, prompt=req.prompt, seed=int(seed),
-            negative_prompt=req.negative_prompt, num_inference_steps=req.num_inference_steps,
-            guidance_scale=req.guidance_scale, video_strength=req.video_strength,
-            generate_audio=req.generate_audio, source_audio=audio,
-            enhance_prompt=req.enable_prompt_expansion, loras=loras)
-        log.info("local LTX-2.3 (%s, %s): %dx%d, %d frames at %g fps, models: %s", cfg.pipeline_mode,
-                 "fp8" if pipeline.fp8 else "bf16", lay.width, lay.height, n, fps,
-                 ", ".join(f"{k}={os.path.basename(v)}" for k, v in models.paths.items()))
-        out = pipeline.run(inputs, progress)
+                                                   offload=cfg.offload, keep_loaded=cfg.keep_loaded,
+                                                   free_memory=cfg.free_memory))
+        log.info("local LTX-2.3 (ltx-core engine, %s recipe): %dx%d, %d frames at %g fps, models: %s", cfg.recipe,
+                 lay.width, lay.height, n, fps, ", ".join(f"{k}={os.path.basename(v)}" for k, v in models.paths.items()))
+        out = pipeline.run(OutpaintInputs(placed, lay.mask(), lay.source, resolved, audio, loras), progress)
         notes += out.notes
         peak = f"peak {out.memory_kind} {out.peak_memory_bytes / 2**30:.2f} GiB"
+        notes.append("engine: ltx-core" + (" (auto: ComfyUI core's LTX-2 not available here)"
+                                           if cfg.engine == "auto" else ""))
         notes.append(peak)
         log.info("local run done in %.1f s, %s", out.seconds.get("total", 0.0), peak)
         return OutpaintResult(out.frames, fps, out.audio, int(seed), out.prompt, self.name, notes=notes)

@@ -6,8 +6,11 @@ Pure Python: no ltx-core, transformers or ComfyUI imports. The caller says where
 raises a single :class:`MissingModelsError` that lists every missing file, every folder searched and
 where to download it.
 
-Matching is case-insensitive, looks in each folder and one level of subfolders, and ignores hidden,
-empty and partly downloaded (``.partial``, ``.tmp``, ...) files.
+Which roles a run needs comes from its recipe (``recipe.py``: ``Recipe.needs``; the spatial upsampler only for
+``ic_lora_pipeline``). Matching is case-insensitive, by the official file names (those in Lightricks' workflow
+and on Hugging Face), looks in each folder and all its subfolders at any depth (Lightricks' workflow keeps LoRAs in
+``loras/ltxv/ltx2/``), shallower matches first, and ignores hidden, empty and partly downloaded (``.partial``,
+``.tmp``, ...) files.
 """
 from __future__ import annotations
 
@@ -35,11 +38,17 @@ IC_LORA_URL = _HF + "Lightricks/LTX-2.3-22b-IC-LoRA-In-Outpainting"
 GEMMA_URL = _HF + "google/gemma-3-12b-it-qat-q4_0-unquantized"
 GEMMA_COMFY_URL = _HF + "Comfy-Org/ltx-2"
 
-MODE_ROLES = {
-    "quality": ("dev", "distilled_lora", "ic_lora_outpaint", "spatial_upsampler", "text_encoder"),
-    "fast": ("distilled", "ic_lora_outpaint", "spatial_upsampler", "text_encoder"),
-}
 ROLES = ("dev", "distilled", "distilled_lora", "ic_lora_outpaint", "spatial_upsampler", "text_encoder")
+#: folders never searched (our own cache of LoRAs fetched from URLs holds no official files)
+SKIPPED_DIRS = ("ltx-outpaint-url-cache",)
+
+
+def recipe_roles(recipe) -> tuple[str, ...]:
+    """The model roles `recipe` (a name or a recipe.Recipe) loads."""
+    from .recipe import get_recipe
+
+    r = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    return tuple(r.needs)
 
 
 def _norm(path: str) -> str:
@@ -149,35 +158,41 @@ def catalogue(fp8: bool = False) -> dict[str, ModelFile]:
         ModelFile("spatial_upsampler", "latent_upscale_models",
                   ("ltx-2.3-spatial-upscaler-x2-1.1.safetensors", "ltx-2.3-spatial-upscaler-x2-1.0.safetensors"),
                   LTX_URL, "~1 GB", "LTX-2.3 2x spatial upscaler", ("upscale_models",)),
+        # ComfyUI's single file first (what ComfyUI users have; bf16, then the quantized variants, which are
+        # dequantized on load), then a Hugging Face folder
         ModelFile("text_encoder", "text_encoders",
-                  ("*gemma*/",) + pref(["gemma_3_12b_it.safetensors"], ["gemma_3_12b_it*fp8*.safetensors"])
-                  + ("gemma_3_12b_it*.safetensors",),
-                  GEMMA_URL, "~24 GB", "Gemma 3 12B text encoder", ("clip",), True,
-                  hint=f"download the whole repository into a folder under text_encoders/ whose name contains "
-                       f"'gemma' (a ComfyUI single file gemma_3_12B_it*.safetensors from {GEMMA_COMFY_URL} "
-                       f"is accepted too)"),
+                  ("gemma_3_12b_it.safetensors", "comfy_gemma_3_12b_it.safetensors", "*gemma*/",
+                   "*gemma_3_12b_it*fp8*.safetensors", "*gemma_3_12b_it*.safetensors"),
+                  GEMMA_COMFY_URL, "~24 GB", "Gemma 3 12B text encoder", ("clip",),
+                  hint="the file is split_files/text_encoders/gemma_3_12B_it.safetensors there (the _fp8_scaled "
+                       f"and _fp4_mixed variants work too); a Hugging Face Gemma 3 folder ({GEMMA_URL}) under "
+                       "text_encoders/ whose name contains 'gemma' is accepted as well"),
     ]
     return {f.role: f for f in files}
 
 
 @dataclass(frozen=True)
 class ResolvedModels:
-    """One path per role needed by `mode` (roles the mode does not use are None)."""
+    """One path per role the recipe needs (roles it does not use are None)."""
 
-    mode: str
+    recipe: str
     fp8: bool
     ic_lora_outpaint: str
-    spatial_upsampler: str
     text_encoder: str
-    text_encoder_form: str  # "folder" (Hugging Face folder, what ltx-core loads) or "single_file"
+    text_encoder_form: str  # "single_file" (ComfyUI's Gemma file) or "folder" (Hugging Face folder)
     dev: str | None = None
     distilled: str | None = None
     distilled_lora: str | None = None
+    spatial_upsampler: str | None = None
     notes: tuple[str, ...] = ()  # e.g. fp8 requested but only bf16 found
 
     @property
+    def roles(self) -> tuple[str, ...]:
+        return recipe_roles(self.recipe)
+
+    @property
     def paths(self) -> dict[str, str]:
-        return {r: getattr(self, r) for r in MODE_ROLES[self.mode]}
+        return {r: getattr(self, r) for r in self.roles}
 
 
 class MissingModelsError(InputError):
@@ -204,17 +219,27 @@ def _gemma_folder_lacks(path: str) -> list[str]:
 
 
 class _Scanner:
-    """Lists folder entries (and one level of subfolders) once per find_models call."""
+    """Lists folder entries at every depth once per find_models call."""
+
+    MAX_ENTRIES = 200_000  # a runaway tree (a symlink to /) stops here
 
     def __init__(self):
         self._cache: dict[str, list[tuple[str, str, bool]]] = {}
 
     def entries(self, folder: str) -> list[tuple[str, str, bool]]:
-        """(lower-case name, path, is_dir) for usable entries, top level first, then subfolders."""
+        """(lower-case name, path, is_dir) for usable entries, breadth first (shallower matches win)."""
         if folder not in self._cache:
-            top = self._list(folder)
-            deep = [e for _, sub, is_dir in top if is_dir for e in self._list(sub)]
-            self._cache[folder] = top + deep
+            out, queue, seen = [], [folder], set()
+            while queue and len(out) < self.MAX_ENTRIES:
+                current = queue.pop(0)
+                real = os.path.realpath(current)
+                if real in seen:  # symlink loops
+                    continue
+                seen.add(real)
+                level = self._list(current)
+                out += level
+                queue += [path for name, path, is_dir in level if is_dir and name not in SKIPPED_DIRS]
+            self._cache[folder] = out
         return self._cache[folder]
 
     @staticmethod
@@ -290,13 +315,15 @@ def _check_explicit(mf: ModelFile, path: str) -> tuple[str | None, str | None]:
     return None, f"- {mf.role}: the given path {path} does not exist"
 
 
-def find_models(mode: str, search: ModelSearch, *, fp8: bool = False,
+def find_models(recipe, search: ModelSearch, *, fp8: bool = False,
                 explicit: Mapping[str, str] | None = None) -> ResolvedModels:
-    """Resolve every model `mode` ("quality" or "fast") needs. `explicit` paths (role -> path; empty
-    values ignored) win over the search and must exist. Raises :class:`MissingModelsError` naming all
-    missing roles at once."""
-    if mode not in MODE_ROLES:
-        raise InputError("mode", f"unknown mode {mode!r}; use {' or '.join(MODE_ROLES)}")
+    """Resolve every model `recipe` (a name from recipe.RECIPES, or a Recipe) needs. `explicit` paths (role ->
+    path; empty values ignored) win over the search and must exist. Raises :class:`MissingModelsError` naming
+    all missing roles at once."""
+    from .recipe import get_recipe
+
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    roles = recipe_roles(recipe)
     explicit = {r: p for r, p in (explicit or {}).items() if p}
     unknown = sorted(set(explicit) - set(ROLES))
     if unknown:
@@ -306,7 +333,7 @@ def find_models(mode: str, search: ModelSearch, *, fp8: bool = False,
     found: dict[str, str] = {}
     problems: dict[str, str] = {}
     notes: list[str] = []
-    for role in MODE_ROLES[mode]:
+    for role in roles:
         mf = cat[role]
         if role in explicit:
             path, problem = _check_explicit(mf, explicit[role])
@@ -325,11 +352,11 @@ def find_models(mode: str, search: ModelSearch, *, fp8: bool = False,
             log.info(note)
             notes.append(note)
     if problems:
-        roles = list(problems)
-        head = (f"{len(roles)} model file{'s' if len(roles) > 1 else ''} needed for {mode} mode "
-                f"{'are' if len(roles) > 1 else 'is'} missing (fix all, then run again):")
-        raise MissingModelsError(roles, "\n".join([head, *problems.values()]))
+        missing = list(problems)
+        head = (f"{len(missing)} model file{'s' if len(missing) > 1 else ''} needed for the {recipe.name} recipe "
+                f"{'are' if len(missing) > 1 else 'is'} missing (fix all, then run again):")
+        raise MissingModelsError(missing, "\n".join([head, *problems.values()]))
     form = "folder" if os.path.isdir(found["text_encoder"]) else "single_file"
     if form == "single_file":
         log.info("text_encoder: using the single-file Gemma %s", found["text_encoder"])
-    return ResolvedModels(mode=mode, fp8=fp8, text_encoder_form=form, notes=tuple(notes), **found)
+    return ResolvedModels(recipe=recipe.name, fp8=fp8, text_encoder_form=form, notes=tuple(notes), **found)

@@ -101,7 +101,13 @@ class VideoInfo:
 
 
 def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo, else physical memory (a rough but safe figure)."""
+    """RAM available to this process now: psutil's figure (every OS), else /proc/meminfo, else 8 GiB."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # psutil missing (a bare CLI install) or refused
+        pass
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:

@@ -4,9 +4,9 @@
   checkpoint keys, then patches buffers by their transformers-4.x names (``rope_scaling``,
   ``vision_tower.vision_model``, ``rotary_emb_local``), which transformers 5.x renamed. We load Gemma
   with transformers' own ``from_pretrained`` instead (it maps checkpoint keys for the installed
-  version, 4.5x and 5.x alike, and reads the folder's ``config.json``), then wrap it in ltx-core's
-  ``GemmaTextEncoder`` with ltx-core's tokenizer wrapper, so encoding and prompt enhancement are
-  ltx-core's own code.
+  version, 4.5x and 5.x alike, and reads the folder's ``config.json``), or from ComfyUI's single file
+  (:mod:`.gemma`), then wrap it in ltx-core's ``GemmaTextEncoder`` with ltx-core's tokenizer wrapper, so
+  encoding and prompt enhancement are ltx-core's own code.
 - The embeddings processor's feature extractor takes its input width from that hard-coded config too;
   we size it from the Gemma folder's config (identical for the real 12B model).
 - ltx-pipelines calls ``torch.cuda.synchronize()`` unconditionally; :func:`cleanup_memory` only
@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import tempfile
 
 import torch
 
@@ -54,37 +55,57 @@ def _find(root: str, name: str) -> str:
 
 def gemma_folder(path: str) -> str:
     """The folder holding Gemma's config.json (the text_encoder path may be a parent of it)."""
-    if os.path.isfile(path):
-        raise ValueError(f"text_encoder: {os.path.basename(path)} is a single-file Gemma (ComfyUI format); "
-                         "ltx-core needs the Hugging Face folder: download google/gemma-3-12b-it-qat-q4_0-"
-                         "unquantized (or google/gemma-3-12b-it) into models/text_encoders/<name containing "
-                         "'gemma'>/")
     return _find(path, "config.json")
 
 
 def load_text_encoder(path: str, device: torch.device | str, dtype: torch.dtype = torch.bfloat16):
-    """ltx-core's ``GemmaTextEncoder`` around a Gemma 3 loaded by transformers (4.5x or 5.x)."""
-    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder
-    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
-    from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration, Gemma3Processor
+    """ltx-core's ``GemmaTextEncoder`` around a Gemma 3 loaded by transformers (4.5x or 5.x), from a Hugging Face
+    folder or from ComfyUI's single file (config, tokenizer and processor rebuilt by :mod:`.gemma`)."""
+    if os.path.isfile(path):
+        from . import gemma
+
+        with tempfile.TemporaryDirectory(prefix="ltx-outpaint-gemma-") as folder:
+            gemma.prepare_folder(path, folder)
+            model = gemma.load_model(path, folder, device, dtype)
+            return _wrap(model, folder, folder, dtype)
+    from transformers import Gemma3ForConditionalGeneration
 
     folder = gemma_folder(path)
     device = torch.device(device)
     kwargs = {"dtype": dtype} if _transformers_major() >= 5 else {"torch_dtype": dtype}
     model = Gemma3ForConditionalGeneration.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=True,
                                                            device_map={"": str(device)}, **kwargs)
-    model.eval()
-    tokenizer = LTXVGemmaTokenizer(_find(path, "tokenizer.model"), 1024)
-    image_processor = AutoImageProcessor.from_pretrained(_find(path, "preprocessor_config.json"),
-                                                         local_files_only=True)
-    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer.tokenizer)
+    return _wrap(model.eval(), _find(path, "tokenizer.model"), _find(path, "preprocessor_config.json"), dtype)
+
+
+def _wrap(model, tokenizer_folder: str, processor_folder: str, dtype):
+    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder
+    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
+    from transformers import AutoImageProcessor, Gemma3Processor
+
+    tokenizer = LTXVGemmaTokenizer(tokenizer_folder, 1024)
+    image_processor = AutoImageProcessor.from_pretrained(processor_folder, local_files_only=True)
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer.tokenizer,
+                                image_seq_length=int(getattr(model.config, "mm_tokens_per_image", 256)))
     encoder = GemmaTextEncoder(model=model, tokenizer=tokenizer, processor=processor, dtype=dtype)
     assert_no_meta(encoder, "text_encoder")
     return encoder
 
 
+def language_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """Gemma's decoder layers (the blocks block offloading streams), under transformers 4.5x or 5.x names."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.endswith("layers") and "language_model" in name:
+            return module
+    raise ValueError("text_encoder: no language-model layers found in the Gemma model")
+
+
 def gemma_text_dims(path: str) -> tuple[int, int]:
-    """(hidden size, hidden-state count = layers + 1) of the Gemma folder's language model."""
+    """(hidden size, hidden-state count = layers + 1) of the Gemma folder's or single file's language model."""
+    if os.path.isfile(path):
+        from .gemma import text_dims
+
+        return text_dims(path)
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(gemma_folder(path), local_files_only=True)

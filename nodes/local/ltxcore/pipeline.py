@@ -1,37 +1,47 @@
-"""LTX-2.3 outpainting with Lightricks' ltx-core: the official IC-LoRA outpaint recipe as one engine.
+"""LTX-2.3 outpainting on Lightricks' ltx-core: runs a resolved recipe of ``nodes/local/recipe.py``, stage by stage.
 
-Pure engine module (no ComfyUI). Imported only when a local run starts: it pulls in ltx-core,
-ltx-pipelines and transformers.
+Pure engine module (no ComfyUI). Imported when a local run starts; ltx-core, ltx-pipelines and transformers are
+imported inside the functions that need them.
 
-The recipe (Lightricks' LTX-2.3 ICLoRA outpaint workflow, two stages):
+:func:`plan_run` turns a :class:`~..recipe.ResolvedRecipe` and the model files into a :class:`RunPlan` (two
+:class:`StagePlan` objects: size, sigmas, sampler, guidance, the LoRAs fused into the transformer, reference
+tokens, stage input, output taken, decode, blend); :meth:`RunPlan.parameters` reports it in the flat format of
+``ResolvedRecipe.parameters()``, derived from the plan's own fields; :class:`OutpaintPipeline` runs it:
 
-1. Text: Gemma encodes the prompt (and the negative prompt when CFG is on), optionally after Gemma's
-   prompt enhancement; the text encoder is freed before anything else loads.
-2. Stage 1 at half size: the canvas composite (source placed, the area to generate painted flat green)
-   is VAE-encoded as the IC-LoRA in-context reference (positions scaled by the LoRA's
-   ``reference_downscale_factor``), its tokens kept clean by ``video_strength``; the source audio,
-   when there is one, is encoded and frozen, so the new picture matches the sound.
-   The transformer carries the in/outpaint IC-LoRA, the user's LoRAs (each on its ``transformer``
-   target) and, in quality mode, the distilled LoRA.
-3. Between stages: decode, put the original pixels back with a pyramid blend, re-encode, 2x latent
-   upsampler.
-4. Stage 2 at full size: 3 distilled sigmas without the reference; tiled VAE decode; final pyramid blend.
+1. Text: Gemma (Hugging Face folder or ComfyUI single file) encodes the prompt, and the negative prompt when a
+   stage evaluates it (``*_cfg_pp`` samplers always, even at CFG 1; others when CFG != 1); optional prompt
+   enhancement from the first source frame first. The text encoder is freed before anything else loads.
+2. Inputs: ``official_stage_inputs`` paints the area to generate the recipe's green on the placed canvas at full
+   and half size (the workflow's LTXVInpaintPreprocess on area-resized image and mask).
+3. Stage 1 at half size: the transformer with the stage's LoRAs fused (official: distilled LoRA 0.5, IC-LoRA 1.0
+   and the user's LoRAs, each on its ``transformer`` target); the half-size green composite VAE-encoded and
+   appended as IC reference tokens (denoise mask ``1 - reference_strength``, the target's positions); the source
+   audio VAE-encoded and frozen (mask 0); empty video latent; ComfyUI's noise and sampler math
+   (:mod:`.sampling`); the output the recipe takes; reference tokens dropped.
+4. Between the stages, ``official``: ``VAEDecodeTiled(512, 64, 512, 64)``, pyramid blend (dilation 5) against the
+   half-size composite and mask, x2 lanczos in pixels, ``VAEEncodeTiled(512, 64, 512, 64)`` (:mod:`.tiling`);
+   ``ic_lora_pipeline``: the spatial upsampler on the latent.
+5. Stage 2 at full size from that latent, re-noised to its first sigma; no reference tokens; the audio frozen
+   again (the stage-1 audio latent).
+6. ``LTXVTiledVAEDecode`` (2 x 2 tiles, overlap 6), pyramid blend (dilation 2) against the full-size composite
+   and mask. Output audio: the frozen audio latent decoded by the audio VAE and vocoder, as the workflow's
+   ``LTXVAudioVAEDecode`` feeds ``CreateVideo`` (a VAE round trip of the source audio, not the original waveform;
+   without source audio: the audio generated in stage 1).
 
-Modes: ``quality`` = dev checkpoint + distilled LoRA (0.25 / 0.5), res_2s sampler with
-``num_inference_steps`` on the LTX-2 schedule, CFG with the negative prompt when guidance_scale > 1;
-``fast`` = distilled checkpoint, the fixed 8-sigma distilled schedule, Euler, no CFG.
-
-Memory: one model on the device at a time (text encoder -> free -> VAE encoders -> free -> transformer
--> free -> VAE ...), optional fp8 transformer weights (fp8 checkpoint, or cast on the fly), tiled VAE
-decode. ``keep_loaded`` keeps the checkpoint's weights in CPU RAM between runs (ltx-core's state-dict
-registry) and the last prompt encoding, so a second run skips disk reads and Gemma.
+Memory: one model on the device at a time (text encoder, VAE encoders, transformer, VAE decoder, ...); the
+transformer is built once when both stages use the same LoRAs and parked in CPU RAM between them when RAM
+allows; block offloading (``offload``: auto | none | blocks, :mod:`.offload`) streams the transformer's and
+Gemma's blocks to the GPU one at a time when the plan (``nodes/local/memory_plan.py``) does not fit. The planned
+peak per stage is logged and put in the notes before the run, the measured peak per stage after a CUDA run.
+``keep_loaded`` keeps the checkpoint in RAM, ltx-core's state-dict registry and the last prompt encodings
+(``nodes/local/keep.py``); a run without it releases them.
 """
 from __future__ import annotations
 
 import gc
 import logging
-import resource
-import sys
+import math
+import os
 import time
 import traceback
 import weakref
@@ -41,21 +51,20 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..blend import pyramid_blend
-from ..recipe import OFFICIAL
+from .. import keep
 from ...media.canvas import Rect
-from ..models import ResolvedModels
 from ...media.decode import Audio
+from ..memory_plan import GiB, MemoryPlan, ModelSize, Sizes, Work, choose_offload
+from ..models import ResolvedModels
+from ..recipe import ResolvedRecipe
+from . import imageops
+from .sampling import SampleResult, Tokens, needs_negative, sample
 
 log = logging.getLogger(__name__)
 
-IC_LORA_STRENGTH = 1.0
-#: Distilled-LoRA strength on the dev checkpoint in quality mode, stage 1 / stage 2 (ltx-pipelines' HQ).
-DISTILLED_LORA_STRENGTHS = (0.25, 0.5)
-#: Audio CFG relative to video CFG (ltx-pipelines' HQ defaults: video 3, audio 7).
-AUDIO_CFG_RATIO = 7.0 / 3.0
 PRECISIONS = ("auto", "bf16", "fp8")
-MODES = ("quality", "fast")
+OFFLOADS = ("auto", "none", "blocks")
+TEXT_TOKENS = 1024  # ltx-core's Gemma tokenizer pads to this length
 
 
 @dataclass(frozen=True)
@@ -67,24 +76,137 @@ class UserLora:
     target: str = "both"
 
 
+@dataclass(frozen=True)
+class LoraUse:
+    """A LoRA fused into a stage's transformer: its role (distilled_lora, ic_lora_outpaint, user), file, strength."""
+
+    role: str
+    path: str
+    strength: float
+    target: str = "both"
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int
+    width: int
+    height: int
+    sigmas: tuple[float, ...]
+    sampler: str
+    cfg: float
+    loras: tuple[LoraUse, ...]
+    reference: bool
+    reference_strength: float
+    reference_downscale: int
+    init: str  # "empty" | "pixels_x2" | "latent_upsampler"
+    take: str  # "output" | "denoised_output"
+    decode: str  # "tiled" | "spatial_tiles" | "none"
+    blend_dilation: int
+    audio: str  # "frozen_source" | "generated" | "frozen" (the previous stage's) | "none"
+
+    def strength(self, role: str) -> float:
+        return sum(lo.strength for lo in self.loras if lo.role == role)
+
+    @property
+    def negative(self) -> bool:
+        return needs_negative(self.sampler, self.cfg)
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the engine runs for one request, nothing left to decide."""
+
+    recipe: str
+    checkpoint_role: str
+    checkpoint: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    frames: int
+    fps: float
+    width: int
+    height: int
+    fill_rgb: tuple[int, int, int]
+    blend_long_side: int
+    blend_levels: int
+    vae_tiles: tuple[int, int, int, int]
+    spatial_tiles: tuple[int, int, int]
+    audio: str  # "frozen_source" | "generated" | "none"
+    enhance_prompt: bool
+    stages: tuple[StagePlan, StagePlan]
+
+    @property
+    def negative(self) -> bool:
+        return any(s.negative for s in self.stages)
+
+    def parameters(self) -> dict:
+        """Every value this plan runs, flat, in the format of ``ResolvedRecipe.parameters()``."""
+        s1 = self.stages[0]
+        out = {"recipe": self.recipe, "checkpoint": self.checkpoint_role, "fill_rgb": tuple(self.fill_rgb),
+               "prompt": self.prompt, "negative_prompt": self.negative_prompt, "cfg": s1.cfg, "seed": self.seed,
+               "reference_strength": next((s.reference_strength for s in self.stages if s.reference),
+                                          s1.reference_strength),
+               "frames": self.frames, "fps": self.fps, "size": (self.width, self.height), "audio": self.audio,
+               "blend": (self.blend_long_side, self.blend_levels)}
+        for st in self.stages:
+            out[f"stage{st.index}"] = {
+                "size": (st.width, st.height), "sigmas": tuple(st.sigmas), "sampler": st.sampler,
+                "distilled_lora": st.strength("distilled_lora"), "ic_lora": st.strength("ic_lora_outpaint"),
+                "reference": st.reference, "init": st.init, "take": st.take, "decode": st.decode,
+                "blend_dilation": st.blend_dilation}
+        return out
+
+
+def plan_run(resolved: ResolvedRecipe, models: ResolvedModels | None = None, *, has_source_audio: bool = True,
+             loras: tuple[UserLora, ...] = ()) -> RunPlan:
+    """The engine's plan for `resolved` on `models` (see the module docstring). Without `models` the file paths
+    are None and an IC-LoRA's reference_downscale_factor is taken as 1."""
+    r = resolved.recipe
+    path = (lambda role: getattr(models, role, None)) if models is not None else (lambda role: None)  # noqa: E731
+    checkpoint = path(r.checkpoint)
+    audio = "none" if not resolved.generate_audio else ("frozen_source" if has_source_audio else "generated")
+    stages = []
+    for i, st in enumerate(r.stages):
+        uses = []
+        if st.distilled_lora:
+            uses.append(LoraUse("distilled_lora", path("distilled_lora"), float(st.distilled_lora)))
+        if st.ic_lora:
+            uses.append(LoraUse("ic_lora_outpaint", path("ic_lora_outpaint"), float(st.ic_lora)))
+        uses += [LoraUse("user", lo.path, float(lo.scale), lo.target) for lo in loras if lo.scale != 0]
+        downscale = 1
+        if st.reference and r.name != "official" and path("ic_lora_outpaint"):
+            # ICLoraPipeline reads the LoRA's factor; the official workflow ignores it (its note 5193): 1
+            downscale = reference_downscale_factor(path("ic_lora_outpaint"))
+        w, h = resolved.stage_size(i)
+        stage_audio = audio if i == 0 or audio == "none" else "frozen"
+        stages.append(StagePlan(i + 1, w, h, tuple(float(s) for s in st.sigmas), st.sampler, resolved.cfg,
+                                tuple(uses), st.reference, resolved.reference_strength, downscale, st.init, st.take,
+                                st.decode, st.blend_dilation, stage_audio))
+    return RunPlan(r.name, r.checkpoint, checkpoint, resolved.prompt, resolved.negative_prompt, resolved.seed,
+                   resolved.frames, resolved.fps, resolved.width, resolved.height, tuple(r.fill_rgb),
+                   r.blend_long_side, r.blend_levels, tuple(r.vae_tiles), tuple(r.spatial_tiles), audio,
+                   resolved.enhance_prompt, (stages[0], stages[1]))
+
+
+def parameters(resolved: ResolvedRecipe, models: ResolvedModels | None = None, *, has_source_audio: bool = True,
+               loras: tuple[UserLora, ...] = ()) -> dict:
+    """What this engine runs for `resolved`, in the flat format of ``ResolvedRecipe.parameters()`` (from its plan)."""
+    return plan_run(resolved, models, has_source_audio=has_source_audio, loras=loras).parameters()
+
+
 @dataclass
 class OutpaintInputs:
-    """One job in canvas space: `composite` [F,H,W,3] 0..1 (source placed, fill colour elsewhere;
-    H and W multiples of 64, F = 8k+1) and the source rectangle on it."""
+    """One job in canvas space."""
 
-    composite: torch.Tensor
+    placed: torch.Tensor  # [F,H,W,3] 0..1: the source placed on the canvas (grey 0.5 elsewhere); H, W x64; F = 8k+1
+    mask: torch.Tensor  # [H,W]: 1 where the model generates
     source_rect: Rect
-    fps: float
-    prompt: str
-    seed: int
-    negative_prompt: str = ""
-    num_inference_steps: int = 15
-    guidance_scale: float = 1.0
-    video_strength: float = 1.0
-    generate_audio: bool = True
-    #: Source audio fitted to the output duration; None (or silent) -> audio is generated from noise.
-    source_audio: Audio | None = None
-    enhance_prompt: bool = False
+    recipe: ResolvedRecipe
+    source_audio: Audio | None = None  # fitted to the output duration; None or silent: no source audio
     loras: tuple[UserLora, ...] = ()
 
 
@@ -94,7 +216,10 @@ class OutpaintOutput:
     audio: Audio | None
     prompt: str
     peak_memory_bytes: int
-    memory_kind: str  # "VRAM" (CUDA peak allocated) or "RAM" (process peak RSS)
+    memory_kind: str  # "VRAM" (CUDA peak allocated) or "RAM" (process RSS, sampled)
+    plan: RunPlan
+    memory_plan: MemoryPlan | None = None
+    stage_peaks: dict[str, int] = field(default_factory=dict)  # measured on CUDA, per stage
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -104,10 +229,8 @@ class PipelineConfig:
     models: ResolvedModels
     device: str = "auto"  # "auto" (CUDA when available), "cuda", "cuda:1", "cpu"
     precision: str = "auto"  # auto | bf16 | fp8 (transformer weights)
+    offload: str = "auto"  # auto | none | blocks
     keep_loaded: bool = False
-    tiled_decode: bool = True
-    #: Seam band (pixels at full size) over which original and generated pixels are blended.
-    blend_band: int = 16
     #: Longest expanded prompt Gemma may write (tokens).
     enhance_max_tokens: int = 512
     #: Called once before our first model loads (the ComfyUI adapter frees ComfyUI's own models).
@@ -115,85 +238,73 @@ class PipelineConfig:
 
 
 class StepTracker:
-    """Counts transformer evaluations across both stages; checks for interruption before each."""
+    """Counts sampling steps across both stages; checks for interruption before every transformer evaluation."""
 
     def __init__(self, progress, total: int):
         self.progress, self.total, self.done = progress, max(1, total), 0
         self.label = ""
-        self.stage_calls = 0
+        self.stage_steps = 0
         self.stage_total = 1
+        self.last_step = -1
 
-    def stage(self, label: str, calls: int) -> None:
-        self.label, self.stage_calls, self.stage_total = label, 0, max(1, calls)
+    def stage(self, label: str, steps: int) -> None:
+        self.label, self.stage_steps, self.stage_total, self.last_step = label, 0, max(1, steps), -1
 
-    def wrap(self, denoise_fn):
-        def tracked(video_state, audio_state, sigmas, step_index):
-            self.progress.check()
-            out = denoise_fn(video_state, audio_state, sigmas, step_index)
-            self.done += 1
-            self.stage_calls += 1
-            self.progress.report(self.done, self.total,
-                                 f"{self.label}: step {self.stage_calls}/{self.stage_total}")
-            return out
-        return tracked
+    def before(self, step: int) -> None:
+        if step != self.last_step:  # a new step: the previous one is done (the negative pass only checks)
+            if self.last_step >= 0:
+                self._report()
+            self.last_step = step
+        self.progress.check()  # an interruption asked for during the report stops before this evaluation
 
+    def finish(self) -> None:
+        if self.last_step >= 0:
+            self._report()
+            self.last_step = -1
 
-def evaluations(mode: str, steps: int) -> tuple[int, int]:
-    """Transformer evaluations (progress units) of stage 1 and stage 2 for `mode`."""
-    from ltx_pipelines.utils.constants import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES
-
-    s2 = len(STAGE_2_DISTILLED_SIGMA_VALUES) - 1
-    if mode == "fast":
-        return len(DISTILLED_SIGMA_VALUES) - 1, s2
-    return 2 * steps + 1, 2 * s2 + 1  # res_2s: two evaluations per step plus the final clean-up
-
-
-class _SharedState:
-    """What `keep_loaded` keeps between runs: ltx-core's CPU state-dict registry and the last prompt."""
-
-    registry = None
-    registry_key: tuple | None = None
-    text_cache: dict = {}
+    def _report(self) -> None:
+        self.done += 1
+        self.stage_steps += 1
+        self.progress.report(self.done, self.total, f"{self.label}: step {self.stage_steps}/{self.stage_total}")
 
 
 def release_kept_models() -> None:
-    """Drop everything `keep_loaded` kept (weights in RAM, cached prompt encodings)."""
-    _SharedState.registry = None
-    _SharedState.registry_key = None
-    _SharedState.text_cache = {}
-    gc.collect()
+    """Drop everything `keep_loaded` kept (weights in RAM, registry, cached prompt encodings)."""
+    keep.release("released on request")
 
 
 class OutpaintPipeline:
     def __init__(self, config: PipelineConfig):
         from . import compat as ltx_compat
 
-        if config.models.mode not in MODES:
-            raise ValueError(f"mode: got {config.models.mode!r}; allowed: {', '.join(MODES)}")
         if config.precision not in PRECISIONS:
             raise ValueError(f"precision: got {config.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        if config.offload not in OFFLOADS:
+            raise ValueError(f"offload: got {config.offload!r}; allowed: {', '.join(OFFLOADS)}")
         self.config = config
         self.models = config.models
-        self.mode = config.models.mode
         self.device = _resolve_device(config.device)
-        self.dtype = torch.bfloat16  # ltx-core fuses LoRAs into bf16 / fp8 weights only
+        self.dtype = torch.bfloat16
         self.compat = ltx_compat
-        self.fp8 = self._use_fp8()
         self._live: list[tuple[str, weakref.ref]] = []
         self.notes: list[str] = []
+        self._ram_peak = 0
+
+    def parameters(self, resolved: ResolvedRecipe, *, has_source_audio: bool = True,
+                   loras: tuple[UserLora, ...] = ()) -> dict:
+        """What :meth:`run` will run for `resolved` (see :func:`parameters`)."""
+        return parameters(resolved, self.models, has_source_audio=has_source_audio, loras=loras)
 
     # -- bookkeeping -------------------------------------------------------------------------------
-    def _use_fp8(self) -> bool:
-        ckpt = self.models.dev if self.mode == "quality" else self.models.distilled
-        if self.config.precision == "fp8":
-            return True
-        if self.config.precision == "bf16":
-            return False
-        if "fp8" in str(ckpt).lower():
+    def use_fp8(self, checkpoint: str) -> bool:
+        from .weights import fp8_file
+
+        if self.config.precision != "auto":
+            return self.config.precision == "fp8"
+        if fp8_file(checkpoint):
             return True
         if self.device.type == "cuda":  # auto: fp8 below ~60 GB of VRAM
-            total = torch.cuda.get_device_properties(self.device).total_memory
-            return total < 60 * 2**30
+            return torch.cuda.get_device_properties(self.device).total_memory < 60 * 2**30
         return False
 
     def live_models(self) -> list[str]:
@@ -204,6 +315,7 @@ class OutpaintPipeline:
     def _track(self, name: str, model):
         self.compat.assert_no_meta(model, name)
         self._live.append((name, weakref.ref(model)))
+        self._sample_ram()
         log.debug("loaded %s", name)
         return model
 
@@ -211,38 +323,51 @@ class OutpaintPipeline:
         return self._track(what or name, self.compat.ledger_model(ledger, name, what))
 
     def _free(self) -> None:
+        self._sample_ram()
         self.compat.cleanup_memory(self.device)
 
-    def _ledger(self, checkpoint: str, loras: tuple = ()):
+    def _sample_ram(self) -> None:
+        rss = _process_rss()
+        self._ram_peak = max(self._ram_peak, rss)
+
+    def _ledger(self, plan: RunPlan):
         from ltx_core.loader import DummyRegistry, StateDictRegistry
-        from ltx_core.quantization import QuantizationPolicy
         from ltx_pipelines.utils.model_ledger import ModelLedger
 
+        upsampler = self.models.spatial_upsampler if any(s.init == "latent_upsampler" for s in plan.stages) \
+            else None
         registry = DummyRegistry()
         if self.config.keep_loaded:
-            key = (checkpoint, self.models.spatial_upsampler, self.fp8)
-            if _SharedState.registry is None or _SharedState.registry_key != key:
-                _SharedState.registry, _SharedState.registry_key = StateDictRegistry(), key
-            registry = _SharedState.registry
-        return ModelLedger(dtype=self.dtype, device=self.device, checkpoint_path=checkpoint,
-                           spatial_upsampler_path=self.models.spatial_upsampler, loras=tuple(loras),
-                           registry=registry,
-                           quantization=QuantizationPolicy.fp8_cast() if self.fp8 else None)
+            key = (plan.checkpoint, upsampler)
+            with keep.Kept.lock:
+                if keep.Kept.registry is None or keep.Kept.registry_key != key:
+                    keep.Kept.registry, keep.Kept.registry_key = StateDictRegistry(), key
+                registry = keep.Kept.registry
+        return ModelLedger(dtype=self.dtype, device=self.device, checkpoint_path=plan.checkpoint,
+                           spatial_upsampler_path=upsampler, registry=registry)
 
-    def _stage_loras(self, inputs: OutpaintInputs, stage: int) -> tuple:
-        from ltx_core.loader import LoraPathStrengthAndSDOps
+    def _checkpoint_source(self, checkpoint: str):
+        """The checkpoint's tensors: kept in RAM with keep_loaded, else read from the file per build."""
+        if not self.config.keep_loaded:
+            return None
+        from .quant import preload
 
-        from ..lora_targets import lora_sd_ops
+        with keep.Kept.lock:
+            if keep.Kept.checkpoint is None or keep.Kept.checkpoint[0] != checkpoint:
+                keep.Kept.checkpoint = None
+                gc.collect()
+                keep.Kept.checkpoint = (checkpoint, preload(checkpoint))
+            return keep.Kept.checkpoint[1]
 
-        loras = [LoraPathStrengthAndSDOps(lo.path, float(lo.scale), lora_sd_ops(lo.path, lo.target))
-                 for lo in inputs.loras if lo.scale != 0]
-        if stage == 1:
-            loras.append(LoraPathStrengthAndSDOps(self.models.ic_lora_outpaint, IC_LORA_STRENGTH,
-                                                  lora_sd_ops(self.models.ic_lora_outpaint, "both")))
-        if self.mode == "quality":
-            loras.append(LoraPathStrengthAndSDOps(self.models.distilled_lora, DISTILLED_LORA_STRENGTHS[stage - 1],
-                                                  lora_sd_ops(self.models.distilled_lora, "both")))
-        return tuple(loras)
+    # -- memory plan -------------------------------------------------------------------------------
+    def memory_plan(self, plan: RunPlan, fp8: bool) -> MemoryPlan:
+        sizes = model_sizes(self.models, plan, fp8)
+        work = stage_work(plan)
+        total = 0
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            total = int(free)
+        return choose_offload(sizes, work, total, self.config.offload)
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self, inputs: OutpaintInputs, progress) -> OutpaintOutput:
@@ -259,184 +384,266 @@ class OutpaintPipeline:
                 self._free()
 
     def _run(self, inputs: OutpaintInputs, progress) -> OutpaintOutput:
-        from ltx_core.components.noisers import GaussianNoiser
-        from ltx_core.model.upsampler import upsample_video
-        from ltx_core.types import AudioLatentShape, VideoPixelShape
         from ltx_pipelines.utils.types import PipelineComponents
 
         _check_inputs(inputs)
+        if not self.config.keep_loaded:
+            keep.release("keep_loaded is off")
         t0 = time.perf_counter()
         seconds: dict[str, float] = {}
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
         if self.config.free_memory is not None:
             self.config.free_memory()
-        notes: list[str] = []
-        if self.fp8:
-            notes.append("transformer weights in fp8 (upcast per layer during inference)")
-        f, h, w, _ = inputs.composite.shape
-        checkpoint = self.models.dev if self.mode == "quality" else self.models.distilled
-        ledger = self._ledger(checkpoint)
-        cfg = self.mode == "quality" and inputs.guidance_scale > 1.0
-        n1, n2 = evaluations(self.mode, inputs.num_inference_steps)
-        tracker = StepTracker(progress, n1 + n2)
+        audio_real = inputs.source_audio is not None and not inputs.source_audio.silent
+        plan = plan_run(inputs.recipe, self.models, has_source_audio=audio_real, loras=inputs.loras)
+        fp8 = self.use_fp8(plan.checkpoint)
+        mplan = self.memory_plan(plan, fp8)
+        notes = [f"recipe {plan.recipe}: {_stage_summary(plan)}", mplan.describe(), *mplan.notes]
+        log.info("%s", notes[1])
+        if fp8:
+            notes.append("transformer weights in scaled fp8 (dequantized per layer during inference)")
+        peaks: dict[str, int] = {}
+        f, h, w, _ = inputs.placed.shape
+        tracker = StepTracker(progress, sum(s.steps for s in plan.stages))
         components = PipelineComponents(dtype=self.dtype, device=self.device)
-        generator = torch.Generator(device=self.device).manual_seed(inputs.seed)
-        noiser = GaussianNoiser(generator=generator)
+        ledger = self._ledger(plan)
 
         # 1. Text.
-        progress.report(0, tracker.total, "encoding the prompt (Gemma)")
+        progress.report(0, tracker.total, f"{mplan.describe()}; encoding the prompt (Gemma)")
         progress.check()
-        prompt, v_ctx, a_ctx, v_neg, a_neg = self._encode_text(inputs, ledger, cfg)
+        with _stage_peak(self.device, peaks, "text"):
+            prompt, contexts = self._encode_text(inputs, plan, ledger, mplan.offload_text)
         seconds["text"] = time.perf_counter() - t0
 
-        # 2. Stage-1 conditioning: the composite as IC reference, the source audio frozen.
+        # 2. Inputs at full and half size; stage-1 encodes.
         progress.check()
         t = time.perf_counter()
-        shape1 = VideoPixelShape(batch=1, frames=f, width=w // 2, height=h // 2, fps=inputs.fps)
-        factor = _reference_downscale_factor(self.models.ic_lora_outpaint)
-        if (h // 2) % (32 * factor) or (w // 2) % (32 * factor):
-            raise ValueError(f"resolution: {w}x{h} cannot use the IC-LoRA's reference_downscale_factor "
-                             f"{factor}; sides must be multiples of {64 * factor}")
-        encoder = self._load(ledger, "video_encoder")
-        ref = _to_model_video(inputs.composite, h // 2 // factor, w // 2 // factor, self.device, self.dtype)
-        ref_latent = encoder(ref)
-        del ref, encoder
-        frozen_audio = None
-        audio_real = inputs.source_audio is not None and not inputs.source_audio.silent
-        if audio_real:
-            frozen_audio = self._encode_audio(inputs.source_audio, ledger,
-                                              AudioLatentShape.from_video_pixel_shape(shape1).frames)
+        refs = imageops.official_stage_inputs(inputs.placed, inputs.mask, plan.fill_rgb)
+        with _stage_peak(self.device, peaks, "encode 1"):
+            ref_latent = None
+            s1 = plan.stages[0]
+            if s1.reference:
+                encoder = self._load(ledger, "video_encoder")
+                rh, rw = s1.height // s1.reference_downscale, s1.width // s1.reference_downscale
+                ref = refs.half_ref if (rh, rw) == tuple(refs.half_ref.shape[1:3]) else \
+                    imageops.resize(refs.half_ref, rw, rh, "bilinear")
+                ref_latent = encoder(_model_video(ref, self.device, self.dtype))
+                del encoder, ref
+            audio_latent = None
+            if plan.audio == "frozen_source":
+                audio_latent = self._encode_audio(inputs.source_audio, ledger, plan)
         self._free()
         seconds["encode"] = time.perf_counter() - t
 
         # 3. Stage 1.
-        from ltx_core.conditioning import VideoConditionByReferenceLatent
-
-        conditionings = [VideoConditionByReferenceLatent(latent=ref_latent, downscale_factor=factor,
-                                                         strength=float(inputs.video_strength))]
         t = time.perf_counter()
-        tracker.stage(f"stage 1/2 ({w // 2}x{h // 2})", n1)
-        video_latent, audio_latent = self._denoise(
-            1, ledger.with_loras(self._stage_loras(inputs, 1)), inputs, tracker, shape1, conditionings,
-            noiser, components, (v_ctx, a_ctx, v_neg, a_neg), cfg, frozen_audio=frozen_audio)
-        del conditionings, ref_latent
-        self._free()
+        transformer = self._transformer(plan, s1, fp8, mplan.offload_transformer)
+        tracker.stage(f"stage 1/2 ({s1.width}x{s1.height})", s1.steps)
+        with _stage_peak(self.device, peaks, "stage 1"):
+            video1, audio_latent = self._sample_stage(transformer, plan, s1, components, contexts, tracker,
+                                                      initial_video=None, reference=ref_latent,
+                                                      audio_latent=audio_latent, frames=f)
+        del ref_latent
         seconds["stage1"] = time.perf_counter() - t
+        s2 = plan.stages[1]
+        if s2.loras == s1.loras:
+            transformer = self._park(transformer, mplan.offload_transformer)
+        else:
+            del transformer
+            transformer = None
+        self._free()
 
-        # 4. Between stages: decode, put the original back, re-encode, 2x latent upsample.
+        # 4. Between the stages.
         progress.check()
         t = time.perf_counter()
-        half = self._decode_video(ledger, video_latent, generator, tiled=False)
-        half_composite = _resize_frames(inputs.composite, h // 2, w // 2)
-        half_rect = Rect(inputs.source_rect.x // 2, inputs.source_rect.y // 2,
-                         inputs.source_rect.width // 2, inputs.source_rect.height // 2)
-        half_mask = torch.ones(h // 2, w // 2)
-        half_mask[half_rect.y:half_rect.y + half_rect.height, half_rect.x:half_rect.x + half_rect.width] = 0
-        half = pyramid_blend(half, half_composite, half_mask, dilation=OFFICIAL.stages[0].blend_dilation)
-        del half_composite
-        encoder = self._load(ledger, "video_encoder")
-        latent = encoder(_to_model_video(half, h // 2, w // 2, self.device, self.dtype))
-        del half
-        upsampler = self._load(ledger, "spatial_upsampler")
-        upscaled = upsample_video(latent=latent, video_encoder=encoder, upsampler=upsampler)
-        del encoder, upsampler, latent, video_latent
-        self._free()
-        seconds["upsample"] = time.perf_counter() - t
+        if s2.init == "pixels_x2":
+            with _stage_peak(self.device, peaks, "decode 1"):
+                decoder = self._load(ledger, "video_decoder")
+                tile, ov, ttile, tov = plan.vae_tiles
+                half = _tiled_decode(_seeded(decoder, plan.seed, self.device), video1, self.device, self.dtype,
+                                     tile, ov, ttile, tov)
+                del decoder
+            self._free()
+            if s1.blend_dilation:
+                half = imageops.pyramid_blend(half, refs.half_ref, refs.half_mask, dilation=s1.blend_dilation,
+                                              long_side=plan.blend_long_side, levels=plan.blend_levels)
+            big = imageops.resize(half, s2.width, s2.height, "lanczos")
+            del half
+            with _stage_peak(self.device, peaks, "encode 2"):
+                encoder = self._load(ledger, "video_encoder")
+                from .tiling import encode_tiled
 
-        # 5. Stage 2: refine at full size (no reference).
+                latent2 = encode_tiled(encoder, big, self.device, self.dtype, tile, ov, ttile, tov)
+                del encoder, big
+        elif s2.init == "latent_upsampler":
+            from ltx_core.model.upsampler import upsample_video
+
+            with _stage_peak(self.device, peaks, "upsample"):
+                encoder = self._load(ledger, "video_encoder")
+                upsampler = self._load(ledger, "spatial_upsampler")
+                latent2 = upsample_video(latent=video1.to(self.device, self.dtype), video_encoder=encoder,
+                                         upsampler=upsampler).float().cpu()
+                del encoder, upsampler
+        else:
+            raise ValueError(f"stage 2 init {s2.init!r} is not implemented by the ltx-core engine")
+        del video1
+        self._free()
+        seconds["between"] = time.perf_counter() - t
+
+        # 5. Stage 2.
         t = time.perf_counter()
-        shape2 = VideoPixelShape(batch=1, frames=f, width=w, height=h, fps=inputs.fps)
-        tracker.stage(f"stage 2/2 ({w}x{h})", n2)
-        video_latent, audio_latent = self._denoise(
-            2, ledger.with_loras(self._stage_loras(inputs, 2)), inputs, tracker, shape2, [],
-            noiser, components, (v_ctx, a_ctx, v_neg, a_neg), False, frozen_audio=frozen_audio,
-            initial_video=upscaled, initial_audio=audio_latent)
-        del upscaled
+        if transformer is None:
+            transformer = self._transformer(plan, s2, fp8, mplan.offload_transformer)
+        else:
+            transformer = self._unpark(transformer, mplan.offload_transformer)
+        tracker.stage(f"stage 2/2 ({s2.width}x{s2.height})", s2.steps)
+        with _stage_peak(self.device, peaks, "stage 2"):
+            video2, audio_latent = self._sample_stage(transformer, plan, s2, components, contexts, tracker,
+                                                      initial_video=latent2, reference=None,
+                                                      audio_latent=audio_latent, frames=f)
+        del transformer, latent2
         self._free()
         seconds["stage2"] = time.perf_counter() - t
 
-        # 6. Decode and put the original pixels back.
+        # 6. Decode, put the original pixels back, audio.
         progress.check()
         progress.report(tracker.total, tracker.total, "decoding")
         t = time.perf_counter()
-        frames = self._decode_video(ledger, video_latent, generator, tiled=self.config.tiled_decode)
-        r = inputs.source_rect
-        final_mask = torch.ones(h, w)
-        final_mask[r.y:r.y + r.height, r.x:r.x + r.width] = 0
-        frames = pyramid_blend(frames, inputs.composite, final_mask, dilation=OFFICIAL.stages[1].blend_dilation)
-        audio = None
-        if inputs.generate_audio:
-            if audio_real:
-                audio = inputs.source_audio
-                notes.append("audio: the source audio (it steered generation as frozen reference tokens)")
+        with _stage_peak(self.device, peaks, "decode 2"):
+            decoder = self._load(ledger, "video_decoder")
+            if s2.decode == "spatial_tiles":
+                from .tiling import decode_spatial_tiles
+
+                hx, vx, ov = plan.spatial_tiles
+                frames = decode_spatial_tiles(_seeded(decoder, plan.seed, self.device), video2, self.device,
+                                              self.dtype, hx, vx, ov)
             else:
-                audio = self._decode_audio(ledger, audio_latent, f / inputs.fps)
-                notes.append("audio: generated (the source has no audio)")
-        del video_latent, audio_latent
+                frames = _tiled_decode(_seeded(decoder, plan.seed, self.device), video2, self.device, self.dtype,
+                                       *plan.vae_tiles)
+            del decoder
+        self._free()
+        if s2.blend_dilation:
+            frames = imageops.pyramid_blend(frames, refs.full_ref, refs.full_mask, dilation=s2.blend_dilation,
+                                            long_side=plan.blend_long_side, levels=plan.blend_levels)
+        audio = None
+        if plan.audio != "none":
+            with _stage_peak(self.device, peaks, "audio"):
+                audio = self._decode_audio(ledger, audio_latent, f / plan.fps)
+            notes.append("audio: the source audio after the audio VAE round trip (the frozen latent decoded, as "
+                         "the workflow's LTXVAudioVAEDecode)" if plan.audio == "frozen_source" else
+                         "audio: generated (the source has no audio)")
+        del video2, audio_latent
         seconds["decode"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - t0
-        peak, kind = _peak_memory(self.device)
-        log.info("local LTX-2.3 %s run: %dx%dx%d in %.1f s, peak %s %.2f GiB", self.mode, w, h, f,
-                 seconds["total"], kind, peak / 2**30)
-        return OutpaintOutput(frames, audio, prompt, peak, kind, seconds, self.notes + notes)
+        if self.device.type == "cuda":
+            peak, kind = max(peaks.values(), default=0), "VRAM"
+            notes.append("measured peak VRAM per stage (GiB): " +
+                         ", ".join(f"{k} {v / GiB:.1f}" for k, v in peaks.items()))
+        else:
+            self._sample_ram()
+            peak, kind = self._ram_peak, "RAM"
+        log.info("local LTX-2.3 %s run: %dx%dx%d in %.1f s, peak %s %.2f GiB", plan.recipe, w, h, f,
+                 seconds["total"], kind, peak / GiB)
+        return OutpaintOutput(frames, audio, prompt, peak, kind, plan, mplan, peaks, seconds, self.notes + notes)
 
     # -- pieces ------------------------------------------------------------------------------------
-    def _encode_text(self, inputs: OutpaintInputs, ledger, cfg: bool):
-        key = (self.models.text_encoder, checkpoint_key(ledger), inputs.prompt,
-               inputs.negative_prompt if cfg else None, inputs.enhance_prompt,
-               inputs.seed if inputs.enhance_prompt else None, str(self.device))
-        cached = _SharedState.text_cache.get(key) if self.config.keep_loaded else None
+    def _transformer(self, plan: RunPlan, stage: StagePlan, fp8: bool, offload: bool):
+        from ..lora_targets import lora_sd_ops
+        from .weights import LoraWeights, build_transformer
+
+        loras = tuple(LoraWeights(lo.path, lo.strength, lora_sd_ops(lo.path, lo.target)) for lo in stage.loras)
+        build_on = torch.device("cpu") if offload else self.device
+        t = time.perf_counter()
+        model = build_transformer(plan.checkpoint, loras, fp8=fp8, device=build_on,
+                                  source=self._checkpoint_source(plan.checkpoint))
+        if offload:
+            from .offload import stream_blocks
+
+            model._streamer = stream_blocks(model, model.velocity_model.transformer_blocks, self.device)
+        log.info("transformer for stage %d built in %.1f s (%s)", stage.index, time.perf_counter() - t,
+                 ", ".join(f"{lo.role} {lo.strength:g}" for lo in stage.loras) or "no LoRAs")
+        return self._track(f"transformer (stage {stage.index})", model)
+
+    def _park(self, transformer, offload: bool):
+        """Keep the transformer for stage 2 without holding the GPU: in CPU RAM when it fits there."""
+        if offload or self.device.type != "cuda":
+            return transformer
+        need = sum(p.numel() * p.element_size() for p in transformer.parameters())
+        if _available_ram() < 1.2 * need:
+            log.info("not enough free RAM to park the transformer between the stages: rebuilt for stage 2")
+            return None
+        return transformer.to("cpu")
+
+    def _unpark(self, transformer, offload: bool):
+        if offload or self.device.type != "cuda":
+            return transformer
+        return transformer.to(self.device)
+
+    def _encode_text(self, inputs: OutpaintInputs, plan: RunPlan, ledger, offload: bool):
+        key = (self.models.text_encoder, plan.checkpoint, plan.prompt, plan.negative_prompt if plan.negative
+               else None, plan.enhance_prompt, plan.seed if plan.enhance_prompt else None, str(self.device))
+        cached = keep.Kept.text.get(key) if self.config.keep_loaded else None
         if cached is not None:
             log.info("prompt encoding reused (keep_loaded)")
             return cached
+        build_on = torch.device("cpu") if offload else self.device
         text_encoder = self._track("text_encoder", self.compat.load_text_encoder(
-            self.models.text_encoder, self.device, self.dtype))
-        prompt = inputs.prompt
-        if inputs.enhance_prompt:
-            prompt = self._enhance(text_encoder, inputs)
-        prompts = [prompt] + ([inputs.negative_prompt] if cfg else [])
+            self.models.text_encoder, build_on, self.dtype))
+        streamer = None
+        if offload:
+            from .offload import stream_blocks
+
+            streamer = stream_blocks(text_encoder.model, self.compat.language_layers(text_encoder.model),
+                                     self.device)
+        prompt = plan.prompt
+        if plan.enhance_prompt:
+            prompt = self._enhance(text_encoder, inputs, plan)
+        prompts = [prompt] + ([plan.negative_prompt] if plan.negative else [])
         raw = [text_encoder.encode(p) for p in prompts]
-        del text_encoder
+        if streamer is not None:
+            streamer.remove()
+        del text_encoder, streamer
         self._free()
         processor = self._track("embeddings_processor", self.compat.load_embeddings_processor(
-            ledger.checkpoint_path, self.models.text_encoder, self.device, self.dtype))
+            plan.checkpoint, self.models.text_encoder, self.device, self.dtype))
         outs = [processor.process_hidden_states(hs, mask) for hs, mask in raw]
         del processor, raw
         self._free()
-        v_neg = outs[1].video_encoding if cfg else None
-        a_neg = outs[1].audio_encoding if cfg else None
-        result = (prompt, outs[0].video_encoding, outs[0].audio_encoding, v_neg, a_neg)
+        contexts = {False: (outs[0].video_encoding, outs[0].audio_encoding)}
+        if plan.negative:
+            contexts[True] = (outs[1].video_encoding, outs[1].audio_encoding)
+        result = (prompt, contexts)
         if self.config.keep_loaded:
-            _SharedState.text_cache = {key: result}
+            keep.Kept.text = {key: result}
         return result
 
-    def _enhance(self, text_encoder, inputs: OutpaintInputs) -> str:
+    def _enhance(self, text_encoder, inputs: OutpaintInputs, plan: RunPlan) -> str:
         from ltx_pipelines.utils.helpers import clean_response
 
         r = inputs.source_rect
-        first = inputs.composite[0, r.y:r.y + r.height, r.x:r.x + r.width]
+        first = inputs.placed[0, r.y:r.y + r.height, r.x:r.x + r.width]
         long_side = max(first.shape[0], first.shape[1])
         if long_side > 896:
             scale = 896 / long_side
-            first = _resize_frames(first[None], max(1, round(first.shape[0] * scale)),
-                                   max(1, round(first.shape[1] * scale)))[0]
+            first = imageops.resize(first[None], max(1, round(first.shape[1] * scale)),
+                                    max(1, round(first.shape[0] * scale)), "area")[0]
         image = (first.clamp(0, 1) * 255).round().to(torch.uint8)
         try:
-            enhanced = clean_response(self.compat.enhance_prompt(text_encoder, inputs.prompt, image,
-                                                                 seed=inputs.seed % 2**63,
+            enhanced = clean_response(self.compat.enhance_prompt(text_encoder, plan.prompt, image,
+                                                                 seed=plan.seed % 2**63,
                                                                  max_new_tokens=self.config.enhance_max_tokens))
         except Exception as exc:  # a broken enhancer must not lose the run: fall back to the prompt
             log.warning("prompt expansion failed (%s); using the prompt as given", exc)
             self.notes.append(f"prompt expansion failed: {exc}")
-            return inputs.prompt
+            return plan.prompt
         log.info("expanded prompt: %s", enhanced)
-        return enhanced or inputs.prompt
+        return enhanced or plan.prompt
 
-    def _encode_audio(self, audio: Audio, ledger, frames: int) -> torch.Tensor:
+    def _encode_audio(self, audio: Audio, ledger, plan: RunPlan) -> torch.Tensor:
         from ltx_core.model.audio_vae import encode_audio
-        from ltx_core.types import Audio as LtxAudio
+        from ltx_core.types import Audio as LtxAudio, AudioLatentShape, VideoPixelShape
 
+        frames = AudioLatentShape.from_video_pixel_shape(VideoPixelShape(
+            batch=1, frames=plan.frames, width=plan.width, height=plan.height, fps=plan.fps)).frames
         encoder = self._load(ledger, "audio_encoder")
         wave = audio.waveform
         channels = int(getattr(encoder, "in_channels", 2))
@@ -447,78 +654,95 @@ class OutpaintPipeline:
         del encoder
         if latent.shape[2] < frames:
             latent = F.pad(latent, (0, 0, 0, frames - latent.shape[2]))
-        return latent[:, :, :frames].to(self.dtype)
+        return latent[:, :, :frames].float().cpu()
 
-    def _denoise(self, stage: int, ledger, inputs: OutpaintInputs, tracker: StepTracker, shape, conditionings,
-                 noiser, components, contexts, cfg: bool, *, frozen_audio=None, initial_video=None,
-                 initial_audio=None):
-        from ltx_core.components.diffusion_steps import EulerDiffusionStep, Res2sDiffusionStep
-        from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
-        from ltx_core.components.schedulers import LTX2Scheduler
-        from ltx_core.types import VideoLatentShape
-        from ltx_pipelines.utils.constants import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES
-        from ltx_pipelines.utils.helpers import (denoise_audio_video, denoise_video_only,
-                                                 multi_modal_guider_denoising_func, simple_denoising_func)
-        from ltx_pipelines.utils.samplers import euler_denoising_loop, res2s_audio_video_denoising_loop
+    def _sample_stage(self, transformer, plan: RunPlan, stage: StagePlan, components, contexts,
+                      tracker: StepTracker, *, initial_video, reference, audio_latent, frames: int):
+        """One stage: build the token states, sample, return (video latent [1,128,T,h,w], audio latent or None)."""
+        from ltx_core.conditioning import VideoConditionByReferenceLatent
+        from ltx_core.model.transformer.modality import Modality
+        from ltx_core.tools import AudioLatentTools, VideoLatentTools
+        from ltx_core.types import AudioLatentShape, VideoLatentShape, VideoPixelShape
 
-        v_ctx, a_ctx, v_neg, a_neg = contexts
-        transformer = self._load(ledger, "transformer", f"transformer (stage {stage})")
-        if stage == 2:
-            sigmas = torch.tensor(STAGE_2_DISTILLED_SIGMA_VALUES, dtype=torch.float32, device=self.device)
-        elif self.mode == "fast":
-            sigmas = torch.tensor(DISTILLED_SIGMA_VALUES, dtype=torch.float32, device=self.device)
-        else:
-            empty = torch.empty(VideoLatentShape.from_pixel_shape(shape).to_torch_shape())
-            sigmas = LTX2Scheduler().execute(latent=empty, steps=inputs.num_inference_steps).to(
-                dtype=torch.float32, device=self.device)
-        if cfg:
-            g = float(inputs.guidance_scale)
-            denoise = multi_modal_guider_denoising_func(
-                video_guider=MultiModalGuider(params=MultiModalGuiderParams(cfg_scale=g, rescale_scale=0.45),
-                                              negative_context=v_neg),
-                audio_guider=MultiModalGuider(params=MultiModalGuiderParams(cfg_scale=g * AUDIO_CFG_RATIO,
-                                                                            rescale_scale=1.0),
-                                              negative_context=a_neg),
-                v_context=v_ctx, a_context=a_ctx, transformer=transformer)
-        else:
-            denoise = simple_denoising_func(video_context=v_ctx, audio_context=a_ctx, transformer=transformer)
-        denoise = tracker.wrap(denoise)
-        seed = int(inputs.seed) + stage
+        pixel_shape = VideoPixelShape(batch=1, frames=frames, width=stage.width, height=stage.height, fps=plan.fps)
+        vshape = VideoLatentShape.from_pixel_shape(shape=pixel_shape, latent_channels=components.video_latent_channels,
+                                                   scale_factors=components.video_scale_factors)
+        vtools = VideoLatentTools(components.video_patchifier, vshape, plan.fps)
+        init = initial_video.to(self.device, torch.float32) if initial_video is not None else None
+        vstate = vtools.create_initial_state(self.device, torch.float32, init)
+        n_target = vstate.latent.shape[1]
+        if reference is not None:
+            cond = VideoConditionByReferenceLatent(latent=reference.to(self.device, torch.float32),
+                                                   downscale_factor=stage.reference_downscale,
+                                                   strength=float(stage.reference_strength))
+            vstate = cond.apply_to(latent_state=vstate, latent_tools=vtools)
+        video = Tokens(vstate.latent.float(), vstate.clean_latent.float(), vstate.denoise_mask.float())
+        audio = astate = None
+        atools = None
+        if stage.audio != "none":
+            ashape = AudioLatentShape.from_video_pixel_shape(pixel_shape)
+            atools = AudioLatentTools(components.audio_patchifier, ashape)
+            a_init = audio_latent.to(self.device, torch.float32) if audio_latent is not None else None
+            astate = atools.create_initial_state(self.device, torch.float32, a_init)
+            mask = astate.denoise_mask.float()
+            if stage.audio in ("frozen_source", "frozen"):
+                mask = torch.zeros_like(mask)
+            audio = Tokens(astate.latent.float(), astate.clean_latent.float(), mask)
 
-        def loop(sigmas_, video_state, audio_state, stepper):
-            if self.mode == "quality":
-                return res2s_audio_video_denoising_loop(sigmas=sigmas_, video_state=video_state,
-                                                        audio_state=audio_state, stepper=stepper,
-                                                        denoise_fn=denoise, noise_seed=seed % 2**62)
-            return euler_denoising_loop(sigmas=sigmas_, video_state=video_state, audio_state=audio_state,
-                                        stepper=stepper, denoise_fn=denoise)
+        # ComfyUI's noise: one CPU generator seeded with the seed, the video latent (guide frames included) then
+        # the audio latent; the ancestral sampler's extra noise from a second CPU generator (seed + 1).
+        ref_frames = reference.shape[2] if reference is not None else 0
+        full_v = (1, vshape.channels, vshape.frames + ref_frames, vshape.height, vshape.width)
+        ref_shape = tuple(reference.shape) if reference is not None else None
+        patchify = components.video_patchifier.patchify
 
-        stepper = Res2sDiffusionStep() if self.mode == "quality" else EulerDiffusionStep()
-        common = dict(output_shape=shape, conditionings=conditionings, noiser=noiser, sigmas=sigmas,
-                      stepper=stepper, denoising_loop_fn=loop, components=components, dtype=self.dtype,
-                      device=self.device, initial_video_latent=initial_video)
-        if initial_video is not None:
-            common["noise_scale"] = float(sigmas[0])
-        try:
-            with _quiet_tqdm():
-                if frozen_audio is not None:
-                    video_state = denoise_video_only(initial_audio_latent=frozen_audio, **common)
-                    return video_state.latent, None
-                video_state, audio_state = denoise_audio_video(initial_audio_latent=initial_audio, **common)
-                return video_state.latent, audio_state.latent
-        finally:
-            del transformer, denoise
+        def draw(gen):
+            nv = torch.randn(full_v, generator=gen)
+            tokens = patchify(nv[:, :, :vshape.frames])
+            if ref_shape is not None:
+                extra = nv[:, :, vshape.frames:]
+                if tuple(extra.shape) != ref_shape:  # a downscaled reference: its own grid
+                    extra = torch.randn(ref_shape, generator=gen)
+                tokens = torch.cat([tokens, patchify(extra)], dim=1)
+            na = None
+            if audio is not None:
+                na = components.audio_patchifier.patchify(torch.randn(ashape.to_torch_shape(), generator=gen))
+            return tokens.to(self.device), (na.to(self.device) if na is not None else None)
 
-    def _decode_video(self, ledger, latent: torch.Tensor, generator, tiled: bool) -> torch.Tensor:
-        from ltx_core.model.video_vae import TilingConfig, decode_video
+        seed = int(plan.seed)
+        first = torch.Generator("cpu").manual_seed(seed % 2**63)
+        ancestral = torch.Generator("cpu").manual_seed((seed + 1) % 2**63)
+        v_pos, v_att = vstate.positions, vstate.attention_mask
+        a_pos = astate.positions if astate is not None else None
+        velocity = transformer.velocity_model
+        dtype = self.dtype
 
-        decoder = self._load(ledger, "video_decoder")
-        chunks = [c.to("cpu") for c in decode_video(latent, decoder, TilingConfig.default() if tiled else None,
-                                                    generator)]
-        del decoder
-        self._free()
-        frames = torch.cat(chunks, dim=0) if len(chunks) > 1 else chunks[0]
-        return frames.float().div_(255.0)
+        def model(xv, xa, sigma, negative):
+            ctx_v, ctx_a = contexts[negative]
+            s = torch.tensor(sigma, dtype=torch.float32, device=self.device)
+            tv = video.mask * sigma
+            mv = Modality(latent=xv.to(dtype), sigma=s, timesteps=tv, positions=v_pos, context=ctx_v,
+                          attention_mask=v_att)
+            ma = None
+            if xa is not None:
+                ta = audio.mask * sigma
+                ma = Modality(latent=xa.to(dtype), sigma=s, timesteps=ta, positions=a_pos, context=ctx_a)
+            vx, ax = velocity(mv, ma, None)
+            x0v = xv - tv * vx.float()
+            x0a = xa - ta * ax.float() if xa is not None else None
+            return x0v, x0a
+
+        result: SampleResult = sample(model, video, audio, list(stage.sigmas), stage.sampler, stage.cfg,
+                                      noise=lambda i: draw(first), step_noise=lambda i: draw(ancestral),
+                                      before_step=tracker.before)
+        tracker.finish()
+        take = result.video_denoised if stage.take == "denoised_output" else result.video
+        out = components.video_patchifier.unpatchify(take[:, :n_target], output_shape=vshape)
+        audio_out = None
+        if audio is not None:
+            a_tokens = result.audio_denoised if stage.take == "denoised_output" else result.audio
+            audio_out = atools.patchifier.unpatchify(a_tokens, output_shape=atools.target_shape).cpu()
+        return out.float().cpu(), audio_out
 
     def _decode_audio(self, ledger, latent: torch.Tensor, duration: float) -> Audio:
         from ltx_core.model.audio_vae import decode_audio
@@ -527,7 +751,7 @@ class OutpaintPipeline:
         # versions dropped for audio quality (and oneDNN has no bf16 transposed-conv kernel for some shapes).
         decoder = self._load(ledger, "audio_decoder").float()
         vocoder = self._load(ledger, "vocoder").float()
-        out = decode_audio(latent.float(), decoder, vocoder)
+        out = decode_audio(latent.to(self.device, torch.float32), decoder, vocoder)
         del decoder, vocoder
         self._free()
         wave = out.waveform.float().cpu()
@@ -542,9 +766,162 @@ class OutpaintPipeline:
         return Audio(wave.clamp(-1, 1).contiguous(), int(out.sampling_rate))
 
 
+# -- sizes for the memory plan -------------------------------------------------------------------------
+def _header(path: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+
+
+def _elems(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _block_sizes(entries: dict, pattern: str, bytes_of) -> tuple[int, int, int]:
+    import re
+
+    rx = re.compile(pattern)
+    total, blocks = 0, {}
+    for k, (shape, dtype) in entries.items():
+        b = bytes_of(k, shape, dtype)
+        total += b
+        m = rx.search(k)
+        if m:
+            blocks[m.group(1)] = blocks.get(m.group(1), 0) + b
+    return total, max(blocks.values(), default=0), len(blocks)
+
+
+def model_sizes(models: ResolvedModels, plan: RunPlan, fp8: bool) -> Sizes:
+    """Parameter bytes per model (from the files' headers, at the precision they run in) and widths."""
+    from .weights import checkpoint_config
+
+    head = _header(plan.checkpoint)
+
+    def tr_bytes(k, shape, dtype):
+        if k.endswith(("_scale", "_scale_2", ".scale_weight", ".scale_input", ".comfy_quant")) or k == "scaled_fp8":
+            return 0
+        n = _elems(shape) * (2 if dtype == "U8" else 1)  # nvfp4 stores two values per byte
+        if fp8 and ".transformer_blocks." in k and k.endswith(".weight") and len(shape) == 2:
+            return n + 4  # scaled fp8: the weight + its float32 scale
+        return n * 2  # bf16
+
+    tr = {k: v for k, v in head.items()  # the text connectors in the same prefix belong to the embeddings processor
+          if k.startswith("model.diffusion_model.") and "_embeddings_connector." not in k}
+    total, block, nblocks = _block_sizes(tr, r"transformer_blocks\.(\d+)\.", tr_bytes)
+    part = lambda prefix: sum(_elems(s) * 2 for k, (s, _d) in head.items() if k.startswith(prefix))  # noqa: E731
+    te = models.text_encoder
+    if os.path.isfile(te):
+        gem = _header(te)
+    else:
+        gem = {}
+        for root, _dirs, files in os.walk(te):
+            for name in files:
+                if name.endswith(".safetensors"):
+                    gem.update(_header(os.path.join(root, name)))
+    gem_bytes = lambda k, s, d: 0 if k == "spiece_model" or k.endswith(("_scale", "_scale_2")) else \
+        _elems(s) * (4 if d == "U8" else 2)  # noqa: E731  (bf16 after dequantization; nvfp4: 2 values per byte)
+    gtotal, gblock, gblocks = _block_sizes(gem, r"(?:^|language_model\.|^model\.)layers\.(\d+)\.", gem_bytes)
+    hidden = next((s[1] for k, (s, _d) in gem.items() if k.endswith("embed_tokens.weight")), 3840)
+    up = 0
+    if any(s.init == "latent_upsampler" for s in plan.stages) and models.spatial_upsampler:
+        up = sum(_elems(s) * 2 for s, _d in _header(models.spatial_upsampler).values())
+    cfg = checkpoint_config(plan.checkpoint).get("transformer", {})
+    return Sizes(
+        transformer=ModelSize(total, block, nblocks), text_encoder=ModelSize(gtotal, gblock, gblocks),
+        video_encoder=part("vae.encoder.") + part("vae.per_channel"), video_decoder=part("vae.decoder."),
+        audio=part("audio_vae.") + part("vocoder."), upsampler=up,
+        video_width=int(cfg.get("num_attention_heads", 32)) * int(cfg.get("attention_head_dim", 128)),
+        audio_width=int(cfg.get("audio_num_attention_heads", 32)) * int(cfg.get("audio_attention_head_dim", 64)),
+        text_hidden=int(hidden), text_layers=max(1, gblocks))
+
+
+#: LTX-2's audio VAE: 16 kHz, hop 160, 4x time compression
+AUDIO_LATENTS_PER_SECOND = 16000 / 160 / 4
+
+
+def stage_work(plan: RunPlan) -> Work:
+    """Token and tile counts per stage of `plan` (what memory_plan needs)."""
+    t = (plan.frames - 1) // 8 + 1
+    audio_tokens = 0
+    if plan.audio != "none":
+        try:
+            from ltx_core.types import AudioLatentShape, VideoPixelShape
+        except ImportError:  # the native engine plans without ltx-core: LTX-2's 25 audio latents per second
+            audio_tokens = math.ceil(plan.frames / plan.fps * AUDIO_LATENTS_PER_SECOND)
+        else:
+            audio_tokens = AudioLatentShape.from_video_pixel_shape(VideoPixelShape(
+                batch=1, frames=plan.frames, width=plan.width, height=plan.height, fps=plan.fps)).frames
+    stages, decodes, encodes = [], [], []
+    for st in plan.stages:
+        cells = t * (st.height // 32) * (st.width // 32)
+        ref = cells // (st.reference_downscale ** 2) if st.reference else 0
+        stages.append((cells + ref, audio_tokens))
+    s1, s2 = plan.stages
+    h1, w1 = s1.height // 32, s1.width // 32
+    tile, ov, ttile, tov = plan.vae_tiles
+    if s2.init == "pixels_x2":
+        decodes.append(("after stage 1", (min(t, max(2, ttile // 8)), min(h1, tile // 32), min(w1, tile // 32))))
+        encodes.append(("after stage 1", (plan.frames, min(s2.height, tile), min(s2.width, tile))))
+    h2, w2 = s2.height // 32, s2.width // 32
+    hx, vx, sov = plan.spatial_tiles
+    decodes.append(("after stage 2", (t, (h2 + (vx - 1) * sov) // vx, (w2 + (hx - 1) * sov) // hx)))
+    upsample = 128 * t * h1 * w1 * 4 * 4 if s2.init == "latent_upsampler" else 0
+    return Work(TEXT_TOKENS, tuple(stages), tuple(decodes), tuple(encodes), upsample)
+
+
 # -- helpers ---------------------------------------------------------------------------------------
-def checkpoint_key(ledger) -> str:
-    return str(getattr(ledger, "checkpoint_path", ""))
+class _stage_peak:
+    """Measures the CUDA peak of a block into `peaks[name]` (nothing on CPU)."""
+
+    def __init__(self, device: torch.device, peaks: dict, name: str):
+        self.device, self.peaks, self.name = device, peaks, name
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peaks[self.name] = int(torch.cuda.max_memory_allocated(self.device))
+        return False
+
+
+def _seeded(decoder, seed: int, device: torch.device):
+    """The decoder with its noise (timestep-conditioned VAEs add some) drawn from a generator seeded per call."""
+    def decode(x):
+        return decoder(x, generator=torch.Generator(device=device).manual_seed(int(seed) % 2**63))
+    return decode
+
+
+def _tiled_decode(decoder, latent, device, dtype, tile=512, overlap=64, ttile=512, tov=64) -> torch.Tensor:
+    from .tiling import decode_tiled
+
+    return decode_tiled(decoder, latent, device, dtype, tile, overlap, ttile, tov)
+
+
+def _stage_summary(plan: RunPlan) -> str:
+    parts = []
+    for s in plan.stages:
+        loras = "+".join(f"{lo.role.replace('_outpaint', '')} {lo.strength:g}" for lo in s.loras) or "no LoRA"
+        parts.append(f"stage {s.index} {s.width}x{s.height} {s.sampler} {s.steps} steps cfg {s.cfg:g} ({loras})")
+    return "; ".join(parts)
+
+
+def reference_downscale_factor(path: str) -> int:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as fh:
+        meta = fh.metadata() or {}
+    try:
+        factor = int(float(meta.get("reference_downscale_factor", 1)))
+    except ValueError as exc:
+        raise ValueError(f"ic_lora_outpaint: bad reference_downscale_factor in {path}: {exc}") from exc
+    return max(1, factor)
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -558,69 +935,42 @@ def _resolve_device(device: str) -> torch.device:
 
 
 def _check_inputs(inputs: OutpaintInputs) -> None:
-    f, h, w, c = inputs.composite.shape
+    f, h, w, c = inputs.placed.shape
     if c != 3:
-        raise ValueError(f"composite: expected [F,H,W,3] frames, got {tuple(inputs.composite.shape)}")
+        raise ValueError(f"placed: expected [F,H,W,3] frames, got {tuple(inputs.placed.shape)}")
     if h % 64 or w % 64:
         raise ValueError(f"resolution: {w}x{h} is not a multiple of 64 on both sides (the two-stage "
                          "pipeline needs that; the canvas node shows the snapped size)")
     if (f - 1) % 8:
         raise ValueError(f"num_frames: {f} is not of the form 8k+1 (9, 17, 25, ..., 121, ...)")
-    if inputs.fps <= 0:
-        raise ValueError(f"frames_per_second: must be > 0, got {inputs.fps}")
+    if tuple(inputs.mask.shape[-2:]) != (h, w):
+        raise ValueError(f"mask: {tuple(inputs.mask.shape)} does not match the canvas {w}x{h}")
+    r = inputs.recipe
+    if (r.width, r.height, r.frames) != (w, h, f):
+        raise ValueError(f"recipe resolved for {r.width}x{r.height}x{r.frames}, frames are {w}x{h}x{f}")
+    if r.fps <= 0:
+        raise ValueError(f"frames_per_second: must be > 0, got {r.fps}")
 
 
-def _reference_downscale_factor(path: str) -> int:
-    from safetensors import safe_open
+def _model_video(frames: torch.Tensor, device, dtype) -> torch.Tensor:
+    """[F,H,W,3] 0..1 -> [1,3,F,H,W] in -1..1 on `device` (ComfyUI's vae.encode input scaling)."""
+    return (frames.permute(3, 0, 1, 2)[None] * 2.0 - 1.0).to(device=device, dtype=dtype)
 
-    with safe_open(path, framework="pt") as fh:
-        meta = fh.metadata() or {}
+
+def _process_rss() -> int:
     try:
-        factor = int(meta.get("reference_downscale_factor", 1))
-    except ValueError as exc:
-        raise ValueError(f"ic_lora_outpaint: bad reference_downscale_factor in {path}: {exc}") from exc
-    return max(1, factor)
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # psutil missing or refused: no RAM figure
+        return 0
 
 
-def _resize_frames(frames: torch.Tensor, height: int, width: int, chunk: int = 16) -> torch.Tensor:
-    """[F,H,W,3] -> [F,height,width,3] (area-style antialiased bilinear), chunked."""
-    if frames.shape[1:3] == (height, width):
-        return frames.clone()
-    out = torch.empty(frames.shape[0], height, width, 3, dtype=torch.float32)
-    for s in range(0, frames.shape[0], chunk):
-        x = frames[s:s + chunk].permute(0, 3, 1, 2).float()
-        out[s:s + chunk] = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True,
-                                         align_corners=False).clamp_(0, 1).permute(0, 2, 3, 1)
-    return out
+def _available_ram() -> int:
+    from ...media.decode import available_memory_bytes
+
+    return available_memory_bytes()
 
 
-def _to_model_video(frames: torch.Tensor, height: int, width: int, device, dtype) -> torch.Tensor:
-    """[F,H,W,3] 0..1 -> [1,3,F,height,width] in -1..1 on `device`."""
-    x = _resize_frames(frames, height, width)
-    return (x.permute(3, 0, 1, 2)[None] * 2.0 - 1.0).to(device=device, dtype=dtype)
-
-
-def _peak_memory(device: torch.device) -> tuple[int, str]:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device)), "VRAM"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024), "RAM"
-
-
-class _quiet_tqdm:
-    """ltx-pipelines' loops draw tqdm bars on stderr; our progress goes through `Progress` instead."""
-
-    def __enter__(self):
-        import ltx_pipelines.utils.samplers as samplers
-
-        self._samplers, self._orig = samplers, samplers.tqdm
-        samplers.tqdm = lambda it, *a, **k: it
-        return self
-
-    def __exit__(self, *exc):
-        self._samplers.tqdm = self._orig
-        return False
-
-
-__all__ = ["OutpaintPipeline", "PipelineConfig", "OutpaintInputs", "OutpaintOutput", "UserLora",
-           "release_kept_models", "evaluations"]
+__all__ = ["OutpaintPipeline", "PipelineConfig", "OutpaintInputs", "OutpaintOutput", "UserLora", "RunPlan",
+           "StagePlan", "plan_run", "parameters", "release_kept_models", "model_sizes", "stage_work"]

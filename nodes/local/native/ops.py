@@ -22,21 +22,6 @@ def freeze_latent(latent: dict) -> dict:
     return out
 
 
-def spatial_tiles(length: int, tiles: int, overlap: int) -> tuple[list[tuple[int, int]], int]:
-    """(start, end) latent cells of each tile along one axis, and the overlap used. The official node's
-    geometry: tile = (length + (tiles - 1) * overlap) // tiles, tile i starts at i * (tile - overlap), the last
-    one ends at `length`. On latents too small for it (tile <= overlap, e.g. tiny test canvases, where the
-    official node fails) fewer tiles are used, then a smaller overlap."""
-    while tiles > 1 and (length + (tiles - 1) * overlap) // tiles <= overlap:
-        tiles -= 1
-    if tiles == 1:
-        return [(0, length)], 0
-    tile = (length + (tiles - 1) * overlap) // tiles
-    spans = [(i * (tile - overlap), min(i * (tile - overlap) + tile, length) if i < tiles - 1 else length)
-             for i in range(tiles)]
-    return spans, overlap
-
-
 def _ramp(n: int, rising: bool, device) -> torch.Tensor:
     return torch.linspace(0, 1, n, device=device) if rising else torch.linspace(1, 0, n, device=device)
 
@@ -50,8 +35,11 @@ def spatial_tiled_decode(vae, samples: torch.Tensor, horizontal: int, vertical: 
     b, _, t, h, w = samples.shape
     t_scale, h_scale, w_scale = vae.downscale_index_formula
     frames = 1 + (t - 1) * t_scale
-    rows, row_overlap = spatial_tiles(h, vertical, overlap)
-    cols, col_overlap = spatial_tiles(w, horizontal, overlap)
+    from ..ltxcore.tiling import spatial_tile_ranges  # the same tile geometry as the ltx-core engine's
+
+    rows, cols = spatial_tile_ranges(h, vertical, overlap), spatial_tile_ranges(w, horizontal, overlap)
+    row_overlap = overlap if len(rows) > 1 else 0
+    col_overlap = overlap if len(cols) > 1 else 0
     out = weights = None
     for v, (vs, ve) in enumerate(rows):
         for x, (hs, he) in enumerate(cols):
