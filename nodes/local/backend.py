@@ -119,6 +119,8 @@ def prefer_fp8(precision: str, device: str = "auto") -> bool:
 class LocalBackend:
     name = "local"
     snap = LTX_SNAP
+    #: the ltx-core engine guides a job's first frames with `OutpaintJob.start_frames` (long-clip chunks)
+    accepts_start_frames = True
 
     def __init__(self, config: LocalConfig):
         self.config = config
@@ -198,7 +200,11 @@ class LocalBackend:
                                                    free_memory=cfg.free_memory))
         log.info("local LTX-2.3 (ltx-core engine, %s recipe): %dx%d, %d frames at %g fps, models: %s", cfg.recipe,
                  lay.width, lay.height, n, fps, ", ".join(f"{k}={os.path.basename(v)}" for k, v in models.paths.items()))
-        out = pipeline.run(OutpaintInputs(placed, lay.mask(), lay.source, resolved, audio, loras), progress)
+        start = job.start_frames
+        if start is not None and tuple(start.shape[1:3]) != (lay.height, lay.width):
+            raise ValueError(f"start_frames: {tuple(start.shape)} do not match the canvas {lay.width}x{lay.height}")
+        out = pipeline.run(OutpaintInputs(placed, lay.mask(), lay.source, resolved, audio, loras,
+                                          start_frames=start), progress)
         notes += out.notes
         peak = f"peak {out.memory_kind} {out.peak_memory_bytes / 2**30:.2f} GiB"
         notes.append("engine: ltx-core" + (" (auto: ComfyUI core's LTX-2 not available here)"

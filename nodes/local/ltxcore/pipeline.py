@@ -208,6 +208,11 @@ class OutpaintInputs:
     recipe: ResolvedRecipe
     source_audio: Audio | None = None  # fitted to the output duration; None or silent: no source audio
     loras: tuple[UserLora, ...] = ()
+    #: long clips: the previous chunk's last generated frames over the whole canvas, [k,H,W,3] 0..1 with
+    #: k = 8m+1, put at latent frame 0 of both stages (ComfyUI's LTXVAddGuide at frame_idx 0: the latent
+    #: replaced, denoise mask 1 - strength) so this chunk starts where that one ended
+    start_frames: torch.Tensor | None = None
+    start_strength: float = 1.0
 
 
 @dataclass
@@ -418,16 +423,24 @@ class OutpaintPipeline:
         progress.check()
         t = time.perf_counter()
         refs = imageops.official_stage_inputs(inputs.placed, inputs.mask, plan.fill_rgb)
+        guides: list = [None] * len(plan.stages)
         with _stage_peak(self.device, peaks, "encode 1"):
             ref_latent = None
             s1 = plan.stages[0]
-            if s1.reference:
+            if s1.reference or inputs.start_frames is not None:
                 encoder = self._load(ledger, "video_encoder")
+            if s1.reference:
                 rh, rw = s1.height // s1.reference_downscale, s1.width // s1.reference_downscale
                 ref = refs.half_ref if (rh, rw) == tuple(refs.half_ref.shape[1:3]) else \
                     imageops.resize(refs.half_ref, rw, rh, "bilinear")
                 ref_latent = encoder(_model_video(ref, self.device, self.dtype))
-                del encoder, ref
+                del ref
+            if inputs.start_frames is not None:
+                guides = [self._guide_latent(encoder, inputs.start_frames, st) for st in plan.stages]
+                notes.append(f"conditioned on the previous chunk's last {inputs.start_frames.shape[0]} frames "
+                             f"(guide at frame 0, strength {inputs.start_strength:g}, both stages)")
+            if s1.reference or inputs.start_frames is not None:
+                del encoder
             audio_latent = None
             if plan.audio == "frozen_source":
                 audio_latent = self._encode_audio(inputs.source_audio, ledger, plan)
@@ -441,7 +454,8 @@ class OutpaintPipeline:
         with _stage_peak(self.device, peaks, "stage 1"):
             video1, audio_latent = self._sample_stage(transformer, plan, s1, components, contexts, tracker,
                                                       initial_video=None, reference=ref_latent,
-                                                      audio_latent=audio_latent, frames=f)
+                                                      audio_latent=audio_latent, frames=f,
+                                                      guide=guides[0], guide_strength=inputs.start_strength)
         del ref_latent
         seconds["stage1"] = time.perf_counter() - t
         s2 = plan.stages[1]
@@ -499,7 +513,8 @@ class OutpaintPipeline:
         with _stage_peak(self.device, peaks, "stage 2"):
             video2, audio_latent = self._sample_stage(transformer, plan, s2, components, contexts, tracker,
                                                       initial_video=latent2, reference=None,
-                                                      audio_latent=audio_latent, frames=f)
+                                                      audio_latent=audio_latent, frames=f,
+                                                      guide=guides[1], guide_strength=inputs.start_strength)
         del transformer, latent2
         self._free()
         seconds["stage2"] = time.perf_counter() - t
@@ -656,10 +671,21 @@ class OutpaintPipeline:
             latent = F.pad(latent, (0, 0, 0, frames - latent.shape[2]))
         return latent[:, :, :frames].float().cpu()
 
+    def _guide_latent(self, encoder, frames: torch.Tensor, stage: StagePlan) -> torch.Tensor:
+        """Start frames at `stage`'s size, VAE-encoded (frames trimmed to 8m+1)."""
+        k = 8 * ((frames.shape[0] - 1) // 8) + 1
+        pixels = frames[:k]
+        if tuple(pixels.shape[1:3]) != (stage.height, stage.width):
+            pixels = imageops.resize(pixels, stage.width, stage.height, "bilinear")
+        return encoder(_model_video(pixels, self.device, self.dtype)).float().cpu()
+
     def _sample_stage(self, transformer, plan: RunPlan, stage: StagePlan, components, contexts,
-                      tracker: StepTracker, *, initial_video, reference, audio_latent, frames: int):
-        """One stage: build the token states, sample, return (video latent [1,128,T,h,w], audio latent or None)."""
-        from ltx_core.conditioning import VideoConditionByReferenceLatent
+                      tracker: StepTracker, *, initial_video, reference, audio_latent, frames: int,
+                      guide: torch.Tensor | None = None, guide_strength: float = 1.0):
+        """One stage: build the token states, sample, return (video latent [1,128,T,h,w], audio latent or None).
+
+        `guide` (a VAE latent of start frames) replaces the first latent frames, frozen by `guide_strength`."""
+        from ltx_core.conditioning import VideoConditionByLatentIndex, VideoConditionByReferenceLatent
         from ltx_core.model.transformer.modality import Modality
         from ltx_core.tools import AudioLatentTools, VideoLatentTools
         from ltx_core.types import AudioLatentShape, VideoLatentShape, VideoPixelShape
@@ -671,6 +697,10 @@ class OutpaintPipeline:
         init = initial_video.to(self.device, torch.float32) if initial_video is not None else None
         vstate = vtools.create_initial_state(self.device, torch.float32, init)
         n_target = vstate.latent.shape[1]
+        if guide is not None:
+            cond = VideoConditionByLatentIndex(latent=guide.to(self.device, torch.float32), strength=float(guide_strength),
+                                               latent_idx=0)
+            vstate = cond.apply_to(latent_state=vstate, latent_tools=vtools)
         if reference is not None:
             cond = VideoConditionByReferenceLatent(latent=reference.to(self.device, torch.float32),
                                                    downscale_factor=stage.reference_downscale,
@@ -950,6 +980,9 @@ def _check_inputs(inputs: OutpaintInputs) -> None:
         raise ValueError(f"recipe resolved for {r.width}x{r.height}x{r.frames}, frames are {w}x{h}x{f}")
     if r.fps <= 0:
         raise ValueError(f"frames_per_second: must be > 0, got {r.fps}")
+    g = inputs.start_frames
+    if g is not None and (g.dim() != 4 or tuple(g.shape[1:]) != (h, w, 3) or not 1 <= g.shape[0] < f):
+        raise ValueError(f"start_frames: expected [k,{h},{w},3] with 1 <= k < {f}, got {tuple(g.shape)}")
 
 
 def _model_video(frames: torch.Tensor, device, dtype) -> torch.Tensor:
