@@ -330,7 +330,10 @@ def cmd_long(args: argparse.Namespace) -> int:
         import dataclasses
 
         config = dataclasses.replace(config, on_stop="detach")
-    result = run_long(args.input, args.output, request, canvas, config, _long_options(args), Progress())
+    from .batch.progress import ClipProgress, TextBars
+
+    progress = ClipProgress(TextBars(), 0, 1, os.path.basename(args.input))
+    result = run_long(args.input, args.output, request, canvas, config, _long_options(args), progress)
     log.info("%s", result.summary())
     return 0
 

@@ -241,3 +241,33 @@ def test_rerun_keeps_the_seed_and_the_analysis(tmp_path, monkeypatch):
     monkeypatch.setattr(long_runner, "analyze_clip", lambda *a, **k: pytest.fail("analysed twice"))
     second = run_long(path, out, OutpaintRequest(prompt="x"), CANVAS)
     assert first.seed == second.seed
+
+
+def test_cli_long_and_batch_with_the_preview_backend(tmp_path):
+    import subprocess
+    import sys
+
+    src = str(tmp_path / "in" / "a.mp4")
+    os.makedirs(os.path.dirname(src))
+    cuts = write_long_clip(src, 12, fps=FPS, seed=4)
+    write_long_clip(str(tmp_path / "in" / "b.mp4"), 5, fps=FPS, seed=5)
+    env = {**os.environ, "LTX_OUTPAINT_CONFIG_DIR": str(tmp_path / "cfg")}
+    env.pop("FAL_KEY", None)
+    base = [sys.executable, "-m", "ltx_outpaint.cli"]
+    common = ["--backend", "preview", "--resolution", "128x64", "--source-scale", "1.0", "--prompt", "x", "--seed", "2"]
+    out = str(tmp_path / "wide.mp4")
+    done = subprocess.run(base + ["long", src, "-o", out, "--chunk-frames", "100", *common], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    side = json.load(open(out + ".json"))
+    assert side["output"]["frames"] == 288 and [j["frame"] for j in side["joins"]
+                                                if j["kind"] == "scene_cut"] == cuts
+    assert "clip 1/1 [" in done.stderr  # text bars on stderr
+    batch = subprocess.run(base + ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *common], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert batch.returncode == 0, batch.stderr
+    assert "batch    [####################] 100.0% 2/2 clips" in batch.stderr
+    rows = open(tmp_path / "out" / "batch-summary.csv").read().splitlines()
+    assert len(rows) == 3 and all(",done," in r for r in rows[1:])
+    assert sorted(os.path.basename(p) for p in os.listdir(tmp_path / "out") if p.endswith(".mp4")) == \
+        ["a_outpaint.mp4", "b_outpaint.mp4"]

@@ -97,18 +97,22 @@ class Journal:
 
     def find(self, job_key: str) -> list[JournalEntry]:
         """Every entry recorded for `job_key`, oldest submit first."""
-        if not job_key:
-            return []
-        found = []
+        return self.by_job_key().get(job_key, []) if job_key else []
+
+    def by_job_key(self) -> dict[str, list[JournalEntry]]:
+        """job_key -> its entries (oldest submit first), for every entry that has one (one pass over the folder)."""
+        found: dict[str, list[JournalEntry]] = {}
         for name in os.listdir(self.directory):
             if name.endswith(".json"):
                 try:
                     entry = self.get(name[:-5])
                 except (ValueError, TypeError, OSError):
                     continue
-                if entry is not None and entry.job_key == job_key:
-                    found.append(entry)
-        return sorted(found, key=lambda e: e.submitted_at)
+                if entry is not None and entry.job_key:
+                    found.setdefault(entry.job_key, []).append(entry)
+        for entries in found.values():
+            entries.sort(key=lambda e: e.submitted_at)
+        return found
 
     def pending(self) -> list[JournalEntry]:
         entries = []

@@ -355,6 +355,9 @@ async def _run_fal_chunks(backend, source: str, request: OutpaintRequest, canvas
     areader = AudioReader.open(source, analysis.t0) if analysis.has_audio else None
     source_lock = asyncio.Lock()
     done = {"frames": 0}
+    from ..fal.journal import Journal
+
+    earlier_runs = Journal().by_job_key()  # one pass over the journal for every chunk of this clip
     whole = len(plan.chunks) == 1 and plan.chunks[0].request_frames == plan.chunks[0].length and \
         reader.info.frame_count == plan.frames and not reader.info.rotation
 
@@ -365,7 +368,7 @@ async def _run_fal_chunks(backend, source: str, request: OutpaintRequest, canvas
         sub = ChunkProgress(progress, chunk, plan, lambda: done["frames"] / max(1, plan.frames))
         t = time.monotonic()
         cost = estimate_cost(*req.canvas_size, chunk.request_frames).usd
-        earlier = _reusable(key)
+        earlier = _reusable(earlier_runs.get(key, []))
         if earlier is not None and earlier.state == "saved":
             return _fal_output(earlier.result_path, earlier, cost, t, "saved")
         async with semaphore:
@@ -418,12 +421,10 @@ async def _run_fal_chunks(backend, source: str, request: OutpaintRequest, canvas
             areader.close()
 
 
-def _reusable(key: str):
-    """The journal entry a re-run must use for `key` instead of submitting: saved (file present), still running
-    (submitted / recoverable), or unknown (may be billed: refused). None: nothing usable, submit."""
-    from ..fal.journal import Journal
-
-    for entry in reversed(Journal().find(key)):
+def _reusable(entries: list):
+    """The journal entry a re-run must use instead of submitting (of a chunk's `entries`, oldest first): saved
+    (file present), still running (submitted / recoverable), or unknown (may be billed: refused). None: submit."""
+    for entry in reversed(entries):
         if entry.state == "saved" and entry.result_path and os.path.exists(entry.result_path):
             return entry
         if entry.state in ("submitted", "recoverable"):
