@@ -113,9 +113,26 @@ def test_streaming_holds_a_chunk_not_the_clip(tmp_path, monkeypatch):
         return real_add(self, chunk, output)
 
     monkeypatch.setattr(Assembler, "add", add)
+    import tracemalloc
+
+    from ltx_outpaint.backends import Progress
+
+    held = []  # Python-allocated memory after each chunk (a chunk's frames or audio kept by mistake shows here)
+
+    class Sample(Progress):
+        def report(self, done, total, text=None):
+            if text and " done (" in text:
+                held.append(tracemalloc.get_traced_memory()[0])
+
     opts = LongOptions(chunk_frames=60, overlap_frames=9)
-    res = run_long(path, str(tmp_path / "out.mp4"), OutpaintRequest(prompt="x", seed=1), CANVAS, None, opts)
+    tracemalloc.start()
+    try:
+        res = run_long(path, str(tmp_path / "out.mp4"), OutpaintRequest(prompt="x", seed=1), CANVAS, None, opts,
+                       Sample())
+    finally:
+        tracemalloc.stop()
     assert res.frames == 960 and len(res.plan.chunks) >= 16
+    assert len(held) == len(res.plan.chunks) and held[-1] - held[2] < 256 * 1024, held
     assert max(jobs) <= 60 and len(jobs) == len(res.plan.chunks)
     big = [r for r in readers if r.width == 64]  # full-size readers (the analysis reads small frames)
     assert max(reads) <= 64 and all(r.stats["max_held"] <= 60 + 9 for r in big)

@@ -334,7 +334,7 @@ def _run_inprocess_chunks(backend, source: str, request: OutpaintRequest, canvas
                     out.audio_rate = result.audio.sample_rate
                 del result
                 assembler.add(chunk, out)
-                out.frames = None  # the assembler keeps what the next chunk needs
+                out.frames = out.audio = None  # the assembler keeps what the next chunk needs
                 outputs[chunk.index] = out
                 done["frames"] += chunk.length - chunk.overlap
                 progress.report(100 * done["frames"] / max(1, plan.frames), 100,
