@@ -74,7 +74,7 @@ class ChunkPlan:
         out = []
         for prev, cur in zip(self.chunks, self.chunks[1:]):
             kind = "scene_cut" if cur.scene != prev.scene else "chunk_join"
-            frame = cur.start if kind == "scene_cut" else cur.start  # first frame of the joined stretch
+            frame = cur.start  # a cut: the new scene's first frame; a join: the first cross-faded frame
             out.append({"kind": kind, "frame": frame, "time_s": round(frame / self.fps, 3),
                         "overlap_frames": cur.overlap, "chunk": cur.index})
         return out

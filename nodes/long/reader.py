@@ -45,6 +45,7 @@ class FrameReader:
         self.width, self.height = size or (info.width, info.height)
         self.keep = max(0, int(keep))
         self._rot = info.rotation // 90
+        self._last_duration = 1 / self.fps
         self._iter: Iterator[tuple[int, int, np.ndarray]] | None = None
         self._carry: tuple[int, int, np.ndarray] | None = None  # last decoded frame and its slot range
         self._tail: deque[tuple[int, np.ndarray]] = deque()  # (slot, frame) of the last `keep` slots
@@ -81,7 +82,7 @@ class FrameReader:
         except av.error.FFmpegError as exc:
             log.warning("%s: decoding stopped early (%s)", os.path.basename(self.path), exc)
         if prev is not None:
-            a, b = self.slot_of(prev_t), self.slot_of(prev_t + getattr(self, "_last_duration", 1 / self.fps))
+            a, b = self.slot_of(prev_t), self.slot_of(prev_t + self._last_duration)
             if b > a:
                 yield a, b, prev
 

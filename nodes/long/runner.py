@@ -22,6 +22,7 @@ import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -143,7 +144,7 @@ def job_key(clip_sha: str, chunk: Chunk, body: dict) -> str:
 class ChunkProgress(Progress):
     """A chunk's progress shown as part of the whole clip."""
 
-    def __init__(self, parent: Progress, chunk: Chunk, plan: ChunkPlan, done_before: callable):
+    def __init__(self, parent: Progress, chunk: Chunk, plan: ChunkPlan, done_before: Callable[[], float]):
         self.parent, self.chunk, self.plan, self.done_before = parent, chunk, plan, done_before
 
     def report(self, done, total, text=None):
@@ -213,7 +214,7 @@ def prepare_clip(source: str, output: str, request: OutpaintRequest, config, opt
         seed = int(saved["seed"])
     else:
         def on_frame(done: int, total: int) -> None:
-            if done % 240 == 0:
+            if done % 320 == 0:
                 progress.report(min(99, 100 * done / total), 100, f"scene detection: frame {done}")
 
         analysis = analyze_clip(source, options.detect_scenes, options.scene_threshold, options.min_scene_len,
