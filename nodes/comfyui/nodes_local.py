@@ -123,106 +123,24 @@ def _free_comfy_models() -> None:
 
 def choose_engine(config) -> tuple[str, str | None]:
     """("native" | "ltxcore", why native is not used or None) for a local-backend config, inside ComfyUI."""
-    from ..local.native import unavailable_reason
-    from ..local.recipe import get_recipe
+    from ..local.backend import LocalBackend
 
-    if config.engine == "ltxcore":
-        return "ltxcore", "engine ltxcore chosen on the backend node"
-    reason = unavailable_reason(get_recipe(config.recipe))
-    if reason is None:
-        return "native", None
-    if config.engine == "native":
-        raise InputError("engine", f"native was chosen but {reason}; use engine auto or ltxcore")
-    if any(x is not None for x in (config.model, config.clip, config.vae, config.audio_vae)):
-        raise InputError("model", f"the model sockets need the native engine, but {reason}")
-    return "ltxcore", reason
+    backend = LocalBackend(config)
+    engine = backend.engine()
+    if engine == "ltxcore" and any(x is not None for x in (config.model, config.clip, config.vae, config.audio_vae)):
+        raise InputError("model", f"the model sockets need the native engine, but {backend.why_not_native or 'engine is ltxcore'}")
+    why = backend.why_not_native or ("engine ltxcore chosen on the backend node" if engine == "ltxcore" else None)
+    return engine, why
 
 
 def native_expansion(request, clip_data, canvas, config, unique_id: str, progress) -> tuple[dict, list]:
     """The outpaint job as a graph of core nodes + the pack's helpers (blocking: runs in a worker thread)."""
-    import random
-
-    import torch
-
     from ..backends import prepare_job
-    from ..backends.preview import fit_audio, source_indices
-    from ..local.backend import SAFETY_NOTE, LocalBackend, prefer_fp8
-    from ..local.native import prompt_generation_available
-    from ..local.native.graph import NativeInputs, build_graph
-    from ..local.native.models import find_native_models
-    from ..local.recipe import get_recipe, resolve
-    from ..media.canvas import composite
-    from .common import to_comfy_audio
+    from ..local.backend import LocalBackend
+    from ..local.native.prepare import native_graph
 
-    recipe = get_recipe(config.recipe)
-    backend = LocalBackend(config)
-    job = prepare_job(request, clip_data, canvas, backend)
-    lay, n, fps = job.layout, job.num_frames, float(request.frames_per_second)
-    need_ckpt = config.model is None or config.vae is None or config.clip is None or (
-        request.generate_audio and config.audio_vae is None)
-    models = find_native_models(recipe, fp8=prefer_fp8(config.precision, config.device),
-                                listing=folder_paths.get_filename_list, folders=folder_paths.get_folder_paths,
-                                need_checkpoint=need_ckpt, need_text_encoder=config.clip is None)
-    loras = tuple((path, float(scale), target) for path, scale, target in backend.user_lora_files(job))
-    progress.check()
-    frames = clip_data.frames[source_indices(clip_data.num_frames, clip_data.fps, n, fps)]
-    placed = composite(frames, lay, fill=(0.5, 0.5, 0.5))
-    first = frames[:1].clone()
-    del frames
-    mask = lay.mask()
-    audio = None
-    if clip_data.audio is not None and not clip_data.audio.silent and request.generate_audio:
-        audio = to_comfy_audio(fit_audio(clip_data.audio, n / fps))
-    seed = request.seed if request.seed is not None else random.randint(0, 2**32 - 1)
-    resolved = resolve(recipe, request, width=lay.width, height=lay.height, frames=n, seed=seed)
-    notes = [f"engine: native (ComfyUI core LTX-2), recipe {recipe.name}", *resolved.notes, *models.notes]
-    expand = bool(request.enable_prompt_expansion)
-    if expand and not prompt_generation_available():
-        notes.append("enable_prompt_expansion: this ComfyUI has no TextGenerateLTX2Prompt node; prompt used as is")
-        expand = False
-    if request.enable_safety_checker:
-        log.warning(SAFETY_NOTE)
-        notes.append(SAFETY_NOTE)
-    planned = _native_memory_plan(resolved, models, has_source_audio=audio is not None)
-    if planned:
-        notes.append(planned)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    inputs = NativeInputs(models=models, placed=placed, mask=mask, source_audio=audio, loras=loras,
-                          first_frame=first, model=config.model, clip=config.clip, vae=config.vae,
-                          audio_vae=config.audio_vae, finish={"notes": notes, "backend": "local (native)"})
-    graph, outputs = build_graph(resolved, inputs, prefix=f"{unique_id}.ltx.", expand_prompt=expand)
-    w1, h1 = resolved.stage_size(0)
-    progress.report(0, 1, f"native LTX-2.3 ({recipe.name}): stage 1 {w1}x{h1}, stage 2 {lay.width}x{lay.height}, "
-                          f"{n} frames at {fps:g} fps; {len(graph)} nodes" + (f"; {planned}" if planned else ""))
-    log.info("native engine: %s recipe, %dx%d, %d frames, models %s", recipe.name, lay.width, lay.height, n, models)
-    return graph, outputs
-
-
-def _native_memory_plan(resolved, models, *, has_source_audio: bool) -> str | None:
-    """The planned peak VRAM per stage of a native run (from the model files' headers), before ComfyUI's own
-    partial loading / offloading; None when the models come from sockets (no files to read)."""
-    from types import SimpleNamespace
-
-    from ..local.ltxcore.pipeline import model_sizes, plan_run, stage_work
-    from ..local.memory_plan import plan
-
-    if models.checkpoint is None or models.text_encoder is None:
-        return None
-    full = lambda kind, name: folder_paths.get_full_path(kind, name) if name else None  # noqa: E731
-    ckpt = full("checkpoints", models.checkpoint)
-    files = SimpleNamespace(dev=ckpt, distilled=ckpt, text_encoder=full("text_encoders", models.text_encoder),
-                            spatial_upsampler=full("latent_upscale_models", models.spatial_upsampler),
-                            distilled_lora=full("loras", models.distilled_lora),
-                            ic_lora_outpaint=full("loras", models.ic_lora))
-    try:
-        run = plan_run(resolved, files, has_source_audio=has_source_audio)
-        fp8 = "fp8" in os.path.basename(ckpt).lower()
-        mp = plan(model_sizes(files, run, fp8), stage_work(run), offload_transformer=False, offload_text=False)
-    except Exception as exc:  # a plan is advice: never fail a run for it
-        log.warning("native engine: no memory plan (%s)", exc)
-        return None
-    return mp.describe().replace("(offload: none", "(before ComfyUI's own offloading")
+    job = prepare_job(request, clip_data, canvas, LocalBackend(config))
+    return native_graph(job, config, progress, prefix=f"{unique_id}.ltx.")
 
 
 def _install_unload_hook() -> bool:

@@ -124,6 +124,7 @@ class LocalBackend:
 
     def __init__(self, config: LocalConfig):
         self.config = config
+        self.why_not_native = config.why_not_native
 
     def _search(self) -> ModelSearch:
         return self.config.search if self.config.search is not None else ModelSearch.from_env()
@@ -159,16 +160,29 @@ class LocalBackend:
         return tuple(UserLora(path, scale, target) for path, scale, target in self.user_lora_files(job))
 
     def engine(self) -> str:
-        """The engine this run uses. This module runs ltx-core; `native` (ComfyUI core) is chosen by the adapter."""
+        """The engine this run uses: "native" (ComfyUI core's LTX-2, only inside a ComfyUI that has it) or
+        "ltxcore". `auto` picks native where it can (the reason it cannot is kept in `why_not_native`)."""
+        if self.config.engine == "ltxcore":
+            return "ltxcore"
+        from .native import unavailable_reason
+        from .recipe import get_recipe
+
+        reason = unavailable_reason(get_recipe(self.config.recipe))
+        if reason is None:
+            return "native"
         if self.config.engine == "native":
-            raise InputError("engine", "the native engine (ComfyUI core's LTX-2) runs inside ComfyUI 0.20+ only; "
-                                       "use engine 'ltxcore' or 'auto' here")
+            raise InputError("engine", f"native was chosen but {reason}; use engine 'auto' or 'ltxcore'")
+        if self.why_not_native is None:
+            self.why_not_native = reason
         return "ltxcore"
 
     def run(self, job: OutpaintJob, progress: Progress) -> OutpaintResult:
+        if self.engine() == "native":  # inside ComfyUI with core LTX-2: its own nodes, run in this process
+            from .native.backend import NativeBackend
+
+            return NativeBackend(self.config).run(job, progress)
         cfg = self.config
         req, clip, lay = job.request, job.clip, job.layout
-        self.engine()
         check_ltx_core()
         search = self._search()
         models = find_models(cfg.recipe, search, fp8=prefer_fp8(cfg.precision, cfg.device),
@@ -190,7 +204,7 @@ class LocalBackend:
         seed = req.seed if req.seed is not None else random.randint(0, 2**32 - 1)
         resolved = resolve(cfg.recipe, req, width=lay.width, height=lay.height, frames=n, seed=int(seed))
         notes = [f"engine: ltx-core, recipe {cfg.recipe}"
-                 + (f" (native engine not used: {cfg.why_not_native})" if cfg.why_not_native else ""),
+                 + (f" (native engine not used: {self.why_not_native})" if self.why_not_native else ""),
                  *models.notes, *resolved.notes]
         if req.enable_safety_checker:
             log.warning(SAFETY_NOTE)

@@ -17,7 +17,7 @@ CORE_NODES = ("CheckpointLoaderSimple", "LoraLoaderModelOnly", "LTXAVTextEncoder
               "CLIPTextEncode", "LTXVConditioning", "EmptyLTXVLatentVideo", "LTXVAddGuide", "LTXVAudioVAEEncode",
               "LTXVEmptyLatentAudio", "LTXVConcatAVLatent", "LTXVSeparateAVLatent", "LTXVCropGuides",
               "RandomNoise", "CFGGuider", "KSamplerSelect", "ManualSigmas", "SamplerCustomAdvanced",
-              "VAEDecodeTiled", "VAEEncodeTiled", "ImageScaleBy", "LTXVAudioVAEDecode")
+              "VAEDecodeTiled", "VAEEncodeTiled", "ImageScaleBy", "LTXVAudioVAEDecode", "LTXVImgToVideoInplace")
 #: Extra core nodes per stage init.
 INIT_NODES = {"latent_upsampler": ("LatentUpscaleModelLoader", "LTXVLatentUpsampler")}
 PROMPT_NODE = "TextGenerateLTX2Prompt"

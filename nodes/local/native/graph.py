@@ -61,6 +61,8 @@ class NativeInputs:
     clip: Any = None
     vae: Any = None
     audio_vae: Any = None
+    #: [k,H,W,3] canvas frames that guide the first k frames (a long clip's previous chunk), or None
+    start_frames: Any = None
     finish: dict = field(default_factory=dict)  # metadata for the finish node (seed, notes, ...)
 
 
@@ -120,6 +122,9 @@ def build_graph(r: ResolvedRecipe, x: NativeInputs, prefix: str, *, expand_promp
     w1, h1 = r.stage_size(0)
     latent = g.node("EmptyLTXVLatentVideo", width=w1, height=h1, length=r.frames, batch_size=1)
     positive, negative, video = cond.out(0), cond.out(1), latent.out(0)
+    if x.start_frames is not None:  # the previous chunk's last frames, in place at latent frame 0, frozen
+        video = g.node("LTXVImgToVideoInplace", vae=vae, image=x.start_frames, latent=video, strength=1.0,
+                       bypass=False).out(0)
     if st1.reference:
         guide = g.node("LTXVAddGuide", positive=positive, negative=negative, vae=vae, latent=video,
                        image=si.out(2), frame_idx=0, strength=r.reference_strength)
@@ -167,6 +172,9 @@ def build_graph(r: ResolvedRecipe, x: NativeInputs, prefix: str, *, expand_promp
         v2_in = g.node("LTXVLatentUpsampler", samples=v1, upscale_model=loader.out(0), vae=vae).out(0)
     else:
         raise ValueError(f"stage 2 init {st2.init!r} is not implemented by the native engine")
+    if x.start_frames is not None:
+        v2_in = g.node("LTXVImgToVideoInplace", vae=vae, image=x.start_frames, latent=v2_in, strength=1.0,
+                       bypass=False).out(0)
     a2 = g.node(FREEZE, latent=a1).out(0) if a1 is not None else None
     v2, a3 = sample(st2, models[1], positive, negative, v2_in, a2)
     h_tiles, v_tiles, tile_overlap = recipe.spatial_tiles
