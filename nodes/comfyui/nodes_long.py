@@ -55,16 +55,13 @@ def _options(detect_scenes, scene_threshold, chunk_frames, overlap_frames):
 
 
 def _backend(backend, node: str):
-    """The backend config for a long run: local on ltx-core (chunks run inside this node), fal detaching."""
+    """The backend config for a long run. Local chunks run inside this node (the native engine in process where
+    ComfyUI has core LTX-2, else ltx-core; both take the previous chunk's frames as a guide); fal detaches."""
     if backend is None:
         from .nodes_outpaint import _default_backend
 
         backend = _default_backend()
-    kind = getattr(backend, "kind", None)
-    if kind == "local":
-        return dataclasses.replace(backend, engine="ltxcore",
-                                   why_not_native=f"the {node} node runs its chunks itself (ltx-core engine)")
-    if kind == "fal":
+    if getattr(backend, "kind", None) == "fal":
         return dataclasses.replace(backend, on_stop="detach")
     return backend
 
