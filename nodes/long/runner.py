@@ -324,7 +324,7 @@ def _run_inprocess_chunks(backend, source: str, request: OutpaintRequest, canvas
                 result = backend.run(job, sub)
                 del clip, frames, job
                 out = ChunkOutput(frames=result.frames[:chunk.length], seed=result.seed, prompt=result.prompt,
-                                  notes=[n for n in result.notes if not n.startswith("peak ")],
+                                  notes=[n for n in result.notes if not n.startswith(("peak ", "measured peak"))],
                                   seconds=time.monotonic() - t)
                 if result.audio is not None and not result.audio.silent:
                     n = round(chunk.length * result.audio.sample_rate / analysis.fps)
