@@ -14,6 +14,32 @@ from .common import CATEGORY, SourceVideo, clip_from_video, to_comfy_audio, requ
 
 log = logging.getLogger(__name__)
 
+#: The sample clip the shipped templates load: a small portrait scene (tests/make_workflows.py writes it with
+#: media/sample.py) kept in workflows/ and copied into ComfyUI's input folder when it is not there.
+SAMPLE_VIDEO = "ltx-outpaint-sample.mp4"
+SAMPLE_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                             "workflows", SAMPLE_VIDEO)
+
+
+def ensure_sample_video() -> str | None:
+    """Copy the templates' sample clip into ComfyUI's input folder unless a file of that name is there.
+
+    Called once at start-up (a file copy, no decoding), so a template opens with its clip present: no missing
+    file on the first run, no red Load Video in frontends that check media on open. Never overwrites.
+    """
+    target = os.path.join(folder_paths.get_input_directory(), SAMPLE_VIDEO)
+    if os.path.exists(target):
+        return target
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(SAMPLE_SOURCE, target + ".part")
+        os.replace(target + ".part", target)
+    except OSError as e:
+        log.warning("LTX Outpaint: could not copy the templates' sample clip to %s: %s", target, e)
+        return None
+    log.info("LTX Outpaint: copied the templates' sample clip to %s", target)
+    return target
+
 
 def _input_videos() -> list[str]:
     input_dir = folder_paths.get_input_directory()
@@ -37,8 +63,9 @@ class LoadVideo(io.ComfyNode):
                 io.Combo.Input("video", options=_input_videos(), upload=io.UploadType.video,
                                tooltip="A video in ComfyUI's input folder (upload with the button)."),
                 io.String.Input("path_or_url", default="", optional=True,
-                                tooltip="Overrides the upload: a local file path or an https URL (fetched "
-                                        "with the pack's safe downloader)."),
+                                tooltip="Overrides the chosen file at run time: a local file path or an https "
+                                        "URL (fetched with the pack's safe downloader). The list above must "
+                                        "still name a file in the input folder (the sample clip does)."),
                 io.Int.Input("frame_load_cap", default=0, min=0, max=100000,
                              tooltip="Load at most this many frames (0 = all)."),
                 io.Int.Input("skip_first_frames", default=0, min=0, max=1000000,
@@ -68,12 +95,14 @@ class LoadVideo(io.ComfyNode):
         return path_or_url.strip() or folder_paths.get_annotated_filepath(video)
 
     @classmethod
-    def validate_inputs(cls, video, path_or_url=""):
-        if path_or_url and path_or_url.strip():
+    def validate_inputs(cls, video):
+        # One parameter on purpose: ComfyUI repeats a failed check once per parameter of validate_inputs
+        # (the same missing file used to be reported for `video` and `path_or_url`). path_or_url is checked
+        # when it is used, by the downloader / decoder, which name it.
+        if video and folder_paths.exists_annotated_filepath(video):
             return True
-        if not video or not folder_paths.exists_annotated_filepath(video):
-            return f"video: file not found in the input folder: {video!r}; upload one or set path_or_url"
-        return True
+        return (f"{video!r} is not in ComfyUI's input folder: upload a video with 'choose file to upload' "
+                f"or pick one from the list")
 
     @classmethod
     def fingerprint_inputs(cls, video, path_or_url="", **kwargs):
