@@ -17,6 +17,10 @@ function sourceVideo(node) {
   if (!src || !["LTXOutpaintLoadVideo", "LoadVideo"].includes(src.type)) return null;
   const name = widgetValue(src, "video") || widgetValue(src, "file");
   if (!name) return null;
+  // Only files the combo lists are in the input folder: asking /view for others is a 404 on every redraw.
+  const combo = src.widgets?.find((w) => w.name === "video" || w.name === "file");
+  const listed = typeof combo?.options?.values === "function" ? combo.options.values() : combo?.options?.values;
+  if (Array.isArray(listed) && !listed.includes(name)) return null;
   let entry = frames.get(name);
   if (!entry) {
     const clean = String(name).replace(/ \[(input|output|temp)\]$/, "");

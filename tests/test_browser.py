@@ -125,7 +125,8 @@ def test_extensions_load_and_no_errors_of_ours(browser_run):
 
 def test_no_404_for_our_files_and_no_url_failing_twice(browser_run):
     results, _ = browser_run
-    failed = [(e["status"], e["url"]) for e in results["http_errors"]]
+    control = range(results["control_phase_from"], results["control_phase_to"])  # the missing-file control
+    failed = [(e["status"], e["url"]) for i, e in enumerate(results["http_errors"]) if i not in control]
     ours = [f for f in failed if any(k in f[1] for k in ("ltx-outpaint", "ltx_outpaint", "LTX%20Outpaint",
                                                           "/view?", "/api/view", "workflow_templates"))]
     assert ours == [], ours
@@ -154,6 +155,20 @@ def test_templates_open_with_no_red_or_missing_node(browser_run):
                if n["red"] or not n["registered"]]
         assert bad == [], (name, bad)
         assert any(n["type"] == "LTXOutpaint" for n in rec["opened"]["nodes"]), name
+
+
+def test_the_red_node_probe_sees_a_missing_file(browser_run):
+    """The control: a workflow naming a clip that is not there. Frontend 1.5x checks media on open and marks
+    Load Video red (the cause of the red node the templates had when their clip was missing); older
+    frontends report it on Run."""
+    results, _ = browser_run
+    load = next(n for n in results["control_missing"]["nodes"] if n["type"] == "LTXOutpaintLoadVideo")
+    major, minor = (int(x) for x in results["frontend_version"].split(".")[:2])
+    if (major, minor) >= (1, 50):
+        assert load["red"], load
+    ours = [e["url"] for e in results["http_errors"][results["control_phase_from"]:results["control_phase_to"]]
+            if "not-in-the-input-folder" in e["url"] and "rand=" not in e["url"]]
+    assert ours == []  # the canvas preview does not ask for a file the input folder does not list
 
 
 def test_templates_open_fitted_under_the_top_bar(browser_run):

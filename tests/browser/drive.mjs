@@ -243,6 +243,19 @@ try {
     }
   }
 
+  // Control: a workflow naming a clip that is not in the input folder. Frontends that check media on open
+  // (1.5x) mark Load Video red: the red-node probe above can see red.
+  results.control_phase_from = results.http_errors.length;
+  {
+    const wf = JSON.parse(fs.readFileSync(config.templates[0].file, "utf8"));
+    wf.nodes.find((n) => n.type === "LTXOutpaintLoadVideo").widgets_values[0] = "not-in-the-input-folder.mp4";
+    await page.evaluate(async (w) => { await window.app.loadGraphData(w); }, wf);
+    await page.waitForTimeout(3000);
+    results.control_missing = await page.evaluate(inPage.measure);
+    await shot(page, "control-missing-file.jpg");
+  }
+  results.control_phase_to = results.http_errors.length;
+
   // The canvas preview of the free preview template: pixels at the source rectangle vs the generated area.
   const preview = config.templates[0];
   await page.evaluate(async (w) => { await window.app.loadGraphData(w); }, JSON.parse(fs.readFileSync(preview.file, "utf8")));
