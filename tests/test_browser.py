@@ -35,8 +35,11 @@ PREVIEW_TEMPLATE = "LTX Outpaint - Free preview (no AI)"
 GENERATE = [30, 90, 52, 255]  # canvas_preview.js: colour of the area to generate
 KEY = "ltxtest-browser-0f9e8d7c:6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e"
 RUN_FRAMES = 9
-#: The frontend's own requests that answer 404 on a fresh user folder (not ours; each may appear once).
-FRONTEND_OWN_404 = ("/user.css", "/api/userdata/user.css", "comfy.templates.json")
+#: The frontend's own requests that may answer 404 (not ours): a fresh user folder's user.css and templates
+#: file; and, when a newer frontend meets ComfyUI 0.3.75, the core templates' logo index its templates
+#: package lacks and the /api/jobs route it polls (added in later ComfyUI).
+FRONTEND_OWN_404 = ("/user.css", "/api/userdata/user.css", "comfy.templates.json", "/templates/index_logo.json",
+                    "/api/jobs?")
 
 
 def _prerequisites() -> str:
@@ -130,9 +133,11 @@ def test_no_404_for_our_files_and_no_url_failing_twice(browser_run):
     ours = [f for f in failed if any(k in f[1] for k in ("ltx-outpaint", "ltx_outpaint", "LTX%20Outpaint",
                                                           "/view?", "/api/view", "workflow_templates"))]
     assert ours == [], ours
-    repeated = [f for f, n in Counter(failed).items() if n > 1]
+    others = [f for f in failed if not any(k in f[1] for k in FRONTEND_OWN_404)]
+    assert others == [], others  # nothing else fails at all, so nothing fails twice
+    repeated = [f for f, n in Counter(failed).items()  # (only ComfyUI 0.3.75 lacks those two for 1.5x frontends)
+                if n > 1 and not any(k in f[1] for k in ("/api/jobs?", "/templates/index_logo.json"))]
     assert repeated == [], repeated
-    assert all(any(k in url for k in FRONTEND_OWN_404) for _status, url in failed), failed
 
 
 def test_template_cards_have_distinct_titles_and_thumbnails(browser_run):
