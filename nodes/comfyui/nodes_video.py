@@ -208,6 +208,12 @@ class SaveMP4(io.ComfyNode):
         else:
             clip = clip_from_video(video)
             write_mp4(path, clip.frames, clip.fps, clip.audio, video_quality, video_write_mode, metadata=metadata)
+        result = getattr(video, "result", None)
+        if result is not None:  # an outpaint result: its run facts beside the file (no workflow, no key)
+            with open(path + ".json", "w", encoding="utf-8") as f:  # as the CLI names its sidecar
+                json.dump({"backend": result.backend, "seed": result.seed, "prompt": result.prompt,
+                           "fps": result.fps, "frames": int(result.frames.shape[0]), "notes": result.notes,
+                           "quality": result.quality}, f, indent=2)
         return io.NodeOutput(path, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
 
 
