@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The CURRENT ComfyUI line for the tests: 0.20.1 (with core LTX-2), from the vendored tarball
 # ../shared/vendor/comfyui-0.20.1.tar.gz (see its README; GPL, extracted at test time, never committed).
+# env LTX_OUTPAINT_COMFYUI_TARBALL names it elsewhere; without it the script looks in ../shared/vendor/
+# (relative to the repo root) and then /work/shared/vendor/ (so a clone in /tmp finds it too).
 #
 # Extracts it to <cache>/ComfyUI-0.20.1, installs its requirements into the given Python (without torch*,
 # which the caller pins, and without the frontend / templates / docs packages, which go into a folder of
@@ -14,7 +16,13 @@ cd "$(dirname "$0")/.."
 VERSION=0.20.1
 CACHE=${1:-${CACHE:-.ci/cache}}
 PY=${2:-${PYTHON:-python3}}
-TARBALL=${LTX_OUTPAINT_COMFYUI_TARBALL:-../shared/vendor/comfyui-$VERSION.tar.gz}
+TARBALL=${LTX_OUTPAINT_COMFYUI_TARBALL:-}
+if [ -z "$TARBALL" ]; then
+  for candidate in "../shared/vendor/comfyui-$VERSION.tar.gz" "/work/shared/vendor/comfyui-$VERSION.tar.gz"; do
+    if [ -f "$candidate" ]; then TARBALL=$candidate; break; fi
+  done
+  TARBALL=${TARBALL:-../shared/vendor/comfyui-$VERSION.tar.gz}
+fi
 mkdir -p "$CACHE"
 CACHE=$(cd "$CACHE" && pwd)
 COMFY="$CACHE/ComfyUI-$VERSION"

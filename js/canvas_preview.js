@@ -1,6 +1,7 @@
 // Live preview on the Outpaint Canvas node: the target canvas, the source rectangle (source_scale and
 // placement), the area the model will generate, and the effective sizes per backend. Shows the loaded
-// clip's first frame inside the source rectangle when the source is a Load Video node.
+// clip's first frame inside the source rectangle when the source is a Load Video node. width / height are
+// hidden while a preset is selected (they only apply to "custom").
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { getConstants, inputNode, layout, widgetValue } from "./ltx_common.js";
@@ -16,6 +17,10 @@ function sourceVideo(node) {
   if (!src || !["LTXOutpaintLoadVideo", "LoadVideo"].includes(src.type)) return null;
   const name = widgetValue(src, "video") || widgetValue(src, "file");
   if (!name) return null;
+  // Only files the combo lists are in the input folder: asking /view for others is a 404 on every redraw.
+  const combo = src.widgets?.find((w) => w.name === "video" || w.name === "file");
+  const listed = typeof combo?.options?.values === "function" ? combo.options.values() : combo?.options?.values;
+  if (Array.isArray(listed) && !listed.includes(name)) return null;
   let entry = frames.get(name);
   if (!entry) {
     const clean = String(name).replace(/ \[(input|output|temp)\]$/, "");
@@ -31,6 +36,42 @@ function sourceVideo(node) {
     frames.set(name, entry);
   }
   return entry;
+}
+
+const CUSTOM_ONLY = ["width", "height"];
+const NO_HEIGHT = () => [0, -4]; // LiteGraph adds 4 px per widget row
+
+// Hide width / height unless resolution is "custom", feature-detecting the frontend's widget API:
+// LiteGraph with getLayoutWidgets (frontends >= 1.4x) skips hidden widgets in drawing and layout; with only
+// isWidgetVisible (1.3x) hidden widgets are not drawn but keep their row, so they also get no height;
+// without either, they are disabled. The node is resized to its widgets when that changes.
+function showCustomSizeWidgets(node) {
+  const custom = widgetValue(node, "resolution") === "custom";
+  const canHide = typeof node.isWidgetVisible === "function";
+  const layoutSkipsHidden = typeof node.getLayoutWidgets === "function";
+  let changed = false;
+  for (const name of CUSTOM_ONLY) {
+    const w = node.widgets?.find((x) => x.name === name);
+    if (!w) continue;
+    const key = canHide ? "hidden" : "disabled";
+    if (Boolean(w[key]) === !custom) continue;
+    w[key] = !custom;
+    if (canHide && !layoutSkipsHidden) {
+      if (!custom) {
+        w.ltxOwnComputeSize = Object.prototype.hasOwnProperty.call(w, "computeSize") ? w.computeSize : null;
+        w.computeSize = NO_HEIGHT;
+      } else if (w.computeSize === NO_HEIGHT) {
+        if (w.ltxOwnComputeSize) w.computeSize = w.ltxOwnComputeSize;
+        else delete w.computeSize;
+      }
+    }
+    changed = true;
+  }
+  if (changed && canHide && typeof node.computeSize === "function") {
+    node.setSize([node.size[0], node.computeSize([node.size[0], node.size[1]])[1]]);
+    node.setDirtyCanvas?.(true, true);
+  }
+  return changed;
 }
 
 function draw(node, state) {
@@ -86,7 +127,7 @@ app.registerExtension({
       serialize: false, getMinHeight: () => PREVIEW_H + 24, getMaxHeight: () => PREVIEW_H + 40,
     });
     state.constants = await getConstants();
-    const redraw = () => draw(node, state);
+    const redraw = () => { showCustomSizeWidgets(node); draw(node, state); };
     for (const w of node.widgets ?? []) {
       const cb = w.callback;
       w.callback = function () { const out = cb?.apply(this, arguments); redraw(); return out; };

@@ -1,6 +1,7 @@
 // Shared helpers for the pack's extensions (no extension of its own): the constants served by the pack
 // (GET /ltx_outpaint/constants, one source of truth with the Python side), canvas layout and fal cost.
 import { api } from "../../scripts/api.js";
+import { layoutRect } from "./ltx_geometry.js";
 
 let constantsPromise = null;
 
@@ -18,22 +19,12 @@ export function canvasSize(node, c) {
   return c.presets[res] ?? c.presets.landscape_16_9;
 }
 
-const snapSide = (v, m) => Math.max(m, Math.round(v / m) * m);
-
-/** Same rule as canvas.layout_canvas: largest fit x source_scale, anchored, offsets clamped. */
+/** canvas.layout_canvas for a node's widgets (js/ltx_geometry.js: the same rounding as the run). */
 export function layout(node, c, srcW, srcH, snap = 1) {
-  let [W, H] = canvasSize(node, c);
-  W = snapSide(W, snap);
-  H = snapSide(H, snap);
-  const scale = Number(widgetValue(node, "source_scale") ?? 1);
-  const fit = Math.min(W / srcW, H / srcH) * scale;
-  const w = Math.max(1, Math.min(W, Math.round(srcW * fit)));
-  const h = Math.max(1, Math.min(H, Math.round(srcH * fit)));
-  const [fx, fy] = c.anchors[widgetValue(node, "placement")] ?? [0.5, 0.5];
-  const clamp = (v, hi) => Math.min(Math.max(v, 0), hi);
-  const x = clamp(Math.round((W - w) * fx) + Number(widgetValue(node, "offset_x") ?? 0), W - w);
-  const y = clamp(Math.round((H - h) * fy) + Number(widgetValue(node, "offset_y") ?? 0), H - h);
-  return { W, H, x, y, w, h };
+  const [W, H] = canvasSize(node, c);
+  const anchor = c.anchors[widgetValue(node, "placement")] ?? [0.5, 0.5];
+  return layoutRect(W, H, srcW, srcH, Number(widgetValue(node, "source_scale") ?? 1), anchor,
+                    Number(widgetValue(node, "offset_x") ?? 0), Number(widgetValue(node, "offset_y") ?? 0), snap);
 }
 
 /** fal's price: ceil(w*h*frames / 1e6) megapixels x $/MP (cost.py). */

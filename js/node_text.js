@@ -23,6 +23,9 @@ app.registerExtension({
       }
       box.element.value = text;
       box.element.rows = Math.min(6, text.split("\n").length);
+      // make room for the box instead of letting it spill over the node's edge
+      const min = this.computeSize?.([this.size[0], this.size[1]]);
+      if (min && min[1] > this.size[1]) this.setSize([this.size[0], min[1]]);
     };
   },
 });

@@ -295,6 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "output": {"width": w, "height": h, "frames": n, "fps": result.fps,
                    "audio": result.audio is not None},
         "fal_cost_estimate_usd": estimate_cost(w, h, n).usd,
+        "quality": result.quality,
         "request": request.replace(seed=result.seed).to_fal_input(),
     }
     with open(args.output + ".json", "w", encoding="utf-8") as f:

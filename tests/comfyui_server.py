@@ -3,8 +3,16 @@
 `ComfyUIServer` lays out a throwaway base directory (custom_nodes/ input/ output/ models/ user/ temp/),
 links the repo into custom_nodes/ the way a user's clone sits there, starts
 `python main.py --cpu --listen 127.0.0.1 --port P --base-directory DIR --disable-api-nodes` with the
-tests' own python, and talks to it over HTTP (httpx). The ComfyUI folder comes from env
-`LTX_OUTPAINT_COMFYUI_DIR` (`.ci/comfyui.sh` fetches one; `bash .ci/run` sets the variable).
+tests' own python, and talks to it over HTTP (httpx).
+
+Which ComfyUI, frontend and Python packages a test server gets comes from the environment (`bash .ci/run`
+sets these for each ComfyUI / frontend combination; README "Tests" lists them):
+  LTX_OUTPAINT_COMFYUI_DIR            ComfyUI folder of the session server (fixture `comfyui`)
+  LTX_OUTPAINT_COMFYUI_PYTHONPATH     folders (os.pathsep-separated) put first on its PYTHONPATH: the
+                                      frontend / templates packages pinned by that ComfyUI version
+  LTX_OUTPAINT_FRONTEND_ROOT          a frontend's static folder, served instead (`--front-end-root`)
+  LTX_OUTPAINT_COMFYUI_CURRENT_DIR    ComfyUI 0.20.1, for tests that need the current line whatever the
+  LTX_OUTPAINT_COMFYUI_CURRENT_PYTHONPATH   session server is (fixture `comfyui_current`, start_comfyui())
 """
 from __future__ import annotations
 
@@ -23,6 +31,11 @@ import httpx
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_DIR_NAME = "comfyui-ltx-outpaint"
 ENV_VAR = "LTX_OUTPAINT_COMFYUI_DIR"
+#: version name -> (env of its ComfyUI folder, env of its PYTHONPATH folders, env of a frontend to serve)
+SERVER_ENV = {
+    "default": (ENV_VAR, "LTX_OUTPAINT_COMFYUI_PYTHONPATH", "LTX_OUTPAINT_FRONTEND_ROOT"),
+    "current": ("LTX_OUTPAINT_COMFYUI_CURRENT_DIR", "LTX_OUTPAINT_COMFYUI_CURRENT_PYTHONPATH", None),
+}
 BASE_SUBDIRS = ("custom_nodes", "input", "output", "models", os.path.join("models", "loras"), "user", "temp")
 
 
@@ -39,15 +52,22 @@ class PromptRejected(ComfyUIError):
         self.node_errors = body.get("node_errors", {}) if isinstance(body, dict) else {}
 
 
-def find_comfyui_dir() -> tuple[str | None, str]:
-    """(ComfyUI folder, "") when env LTX_OUTPAINT_COMFYUI_DIR names one with main.py, else (None, reason)."""
-    path = os.environ.get(ENV_VAR, "").strip()
+def find_comfyui_dir(env_var: str = ENV_VAR) -> tuple[str | None, str]:
+    """(ComfyUI folder, "") when env `env_var` names one with main.py, else (None, reason)."""
+    path = os.environ.get(env_var, "").strip()
+    script = ".ci/comfyui-current.sh" if "CURRENT" in env_var else ".ci/comfyui.sh"
     if not path:
-        return None, (f"{ENV_VAR} is not set: no ComfyUI backend to test against "
-                      f"(`bash .ci/run` sets it up; or run `.ci/comfyui.sh` and export {ENV_VAR}=<cache>/ComfyUI)")
+        return None, (f"{env_var} is not set: no ComfyUI backend to test against "
+                      f"(`bash .ci/run` sets it up; or run `{script}` and export {env_var}=<its last output line>)")
     if not os.path.isfile(os.path.join(path, "main.py")):
-        return None, f"{ENV_VAR}={path} has no main.py (run `.ci/comfyui.sh` to fetch ComfyUI there)"
+        return None, f"{env_var}={path} has no main.py (run `{script}` to fetch ComfyUI there)"
     return os.path.abspath(path), ""
+
+
+def env_paths(env_var: str | None) -> tuple[str, ...]:
+    """The os.pathsep-separated folders in env `env_var` (empty when unset)."""
+    value = os.environ.get(env_var, "") if env_var else ""
+    return tuple(p for p in value.split(os.pathsep) if p.strip())
 
 
 def free_port() -> int:
@@ -104,7 +124,8 @@ class ComfyUIServer:
     def __init__(self, comfyui_dir: str, base_dir: str, *, python: str = sys.executable,
                  pack_source: str = REPO_ROOT, pack_name: str = PACK_DIR_NAME, extra_args: tuple[str, ...] = (),
                  pythonpath: tuple[str, ...] = (), extra_custom_nodes: dict[str, str] | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, front_end_root: str | None = None,
+                 models: dict[str, list[str] | dict[str, str]] | None = None):
         self.comfyui_dir = comfyui_dir
         self.base_dir = os.path.abspath(base_dir)
         self.python = python
@@ -116,6 +137,10 @@ class ComfyUIServer:
         #: name -> folder of other custom-node packs to link next to ours (test-only helpers)
         self.extra_custom_nodes = dict(extra_custom_nodes or {})
         self.extra_env = dict(env or {})
+        #: a frontend's static folder served instead of the installed package (`--front-end-root`)
+        self.front_end_root = front_end_root
+        #: model folder name ("checkpoints", "loras", ...) -> files (or {name: file}) linked into models/
+        self.models = dict(models or {})
         self.input_dir = os.path.join(self.base_dir, "input")
         self.output_dir = os.path.join(self.base_dir, "output")
         self.temp_dir = os.path.join(self.base_dir, "temp")
@@ -141,6 +166,21 @@ class ComfyUIServer:
             link = os.path.join(self.custom_nodes_dir, name)
             if not os.path.lexists(link):
                 os.symlink(os.path.abspath(source), link, target_is_directory=True)
+        for folder, files in self.models.items():
+            self.add_models(folder, files)
+
+    def add_models(self, folder: str, files: list[str] | dict[str, str]) -> list[str]:
+        """Link model files into models/<folder>/ (a list keeps their names; a dict maps name -> file)."""
+        named = files if isinstance(files, dict) else {os.path.basename(f): f for f in files}
+        target = os.path.join(self.models_dir, folder)
+        os.makedirs(target, exist_ok=True)
+        linked = []
+        for name, source in named.items():
+            link = os.path.join(target, name)
+            if not os.path.lexists(link):
+                os.symlink(os.path.abspath(source), link, target_is_directory=os.path.isdir(source))
+            linked.append(link)
+        return linked
 
     def start(self, timeout: float = 120.0, attempts: int = 3) -> ComfyUIServer:
         self.prepare()
@@ -163,6 +203,7 @@ class ComfyUIServer:
                "--port", str(self.port), "--base-directory", self.base_dir, "--disable-api-nodes",
                # its default database lives in <ComfyUI>/user/, outside the base dir (and absent here)
                "--database-url", "sqlite:///" + os.path.join(self.base_dir, "user", "comfyui.db"),
+               *(["--front-end-root", self.front_end_root] if self.front_end_root else []),
                *self.extra_args]
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", **self.extra_env)
         if self.pythonpath:

@@ -1,27 +1,42 @@
+"""Canvas geometry against fal's published rule (tests/data/fal_schema.json: presets, "1.0 uses the largest
+source size that fits the target", centred) and the official workflow's fill colour; expected numbers are
+worked out here (exact fractions, halves up), not taken from the code under test."""
+import json
+import math
+import os
+from fractions import Fraction
+
 import pytest
 import torch
 
 from ltx_outpaint.media.canvas import (ANCHORS, EVEN_SNAP, LTX_SNAP, NO_SNAP, CanvasSpec, composite, layout_canvas,
-                                 snap_summary)
-from ltx_outpaint.request import RESOLUTION_PRESETS, ImageSize
+                                       snap_summary)
+from ltx_outpaint.request import ImageSize
 
 PHONE = (1080, 1920)  # vertical phone clip
+with open(os.path.join(os.path.dirname(__file__), "data", "fal_schema.json"), encoding="utf-8") as _f:
+    SCHEMA = json.load(_f)
+PRESETS = {name: tuple(size) for name, size in SCHEMA["resolution_presets"].items()}
+#: Lightricks' fill for the area to generate, #66FF00 (official outpaint workflow, LTXVInpaintPreprocess)
+FILL = (0x66 / 255, 0xFF / 255, 0x00 / 255)
 
 
-@pytest.mark.parametrize("preset", list(RESOLUTION_PRESETS))
+def _half_up(q: Fraction) -> int:
+    return math.floor(q + Fraction(1, 2))
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
 @pytest.mark.parametrize("scale", [0.25, 0.75, 1.0])
 def test_every_preset_and_scale_centres_the_largest_fit(preset, scale):
-    W, H = RESOLUTION_PRESETS[preset]
+    W, H = PRESETS[preset]
     lay = layout_canvas(CanvasSpec(preset, scale), *PHONE)
     assert (lay.width, lay.height) == (W, H)
-    fit = min(W / PHONE[0], H / PHONE[1])
-    assert lay.source.width == round(PHONE[0] * fit * scale)
-    assert lay.source.height == round(PHONE[1] * fit * scale)
-    if scale == 1.0:  # largest fit touches the limiting side
-        assert lay.source.height == H or lay.source.width == W
-    # centred (within rounding)
-    assert abs(lay.source.x - (W - lay.source.width) / 2) <= 0.5
-    assert abs(lay.source.y - (H - lay.source.height) / 2) <= 0.5
+    fit = min(Fraction(W, PHONE[0]), Fraction(H, PHONE[1])) * Fraction(scale)
+    w, h = _half_up(PHONE[0] * fit), _half_up(PHONE[1] * fit)
+    assert (lay.source.width, lay.source.height) == (w, h)
+    if scale == 1.0:  # "1.0 uses the largest source size that fits the target"
+        assert h == H or w == W
+    assert (lay.source.x, lay.source.y) == (_half_up(Fraction(W - w, 2)), _half_up(Fraction(H - h, 2)))
 
 
 def test_custom_landscape_from_vertical():
@@ -37,7 +52,7 @@ def test_anchors(anchor):
     s = lay.source
     assert (s.width, s.height) == (300, 300)
     fx, fy = ANCHORS[anchor]
-    assert s.x == round(700 * fx) and s.y == round(300 * fy)
+    assert s.x == _half_up(700 * Fraction(fx)) and s.y == _half_up(300 * Fraction(fy))
 
 
 def test_offsets_move_and_clamp():
@@ -53,9 +68,10 @@ def test_snapping_rules():
     ltx = layout_canvas(spec, *PHONE, LTX_SNAP)
     assert (ltx.width, ltx.height) == (1280, 704) and ltx.width % 64 == 0 and ltx.height % 64 == 0
     assert ltx.source.height <= 704 and ltx.snap == "ltx"
-    assert layout_canvas(CanvasSpec(ImageSize(1001, 721), 1.0), 100, 100, EVEN_SNAP).width == 1000
+    assert layout_canvas(CanvasSpec(ImageSize(1001, 721), 1.0), 100, 100, EVEN_SNAP).width == 1002  # 500.5 up
     assert layout_canvas(CanvasSpec(ImageSize(1001, 721), 1.0), 100, 100, NO_SNAP).width == 1001
-    assert [LTX_SNAP.frames(n) for n in (9, 10, 12, 13, 121, 120, 100, 1)] == [9, 9, 9, 17, 121, 121, 97, 9]
+    # 8k+1 frames, halves up: 13 -> 17 (1.5 -> 2), 21 -> 25 (2.5 -> 3)
+    assert [LTX_SNAP.frames(n) for n in (9, 10, 12, 13, 21, 121, 120, 100, 1)] == [9, 9, 9, 17, 25, 121, 121, 97, 9]
     assert NO_SNAP.frames(100) == 100
     assert all((LTX_SNAP.frames(n) - 1) % 8 == 0 for n in range(1, 500))
     text = snap_summary(spec, *PHONE, 100)
@@ -73,4 +89,5 @@ def test_mask_and_composite():
     comp = composite(frames, lay)
     assert comp.shape == (3, 64, 128, 3)
     assert torch.allclose(comp[:, :, 48:80], frames, atol=1e-6)  # same size: pasted exactly
-    assert torch.all(comp[:, :, :48] == torch.tensor([102 / 255, 1.0, 0.0]))  # #66FF00, the official fill
+    assert torch.allclose(comp[:, :, :48], torch.tensor(FILL).expand(3, 64, 48, 3), atol=1e-6)
+    assert torch.allclose(comp[:, :, 80:], torch.tensor(FILL).expand(3, 64, 48, 3), atol=1e-6)

@@ -1,4 +1,5 @@
-"""ComfyUI (0.3.75, real backend) starts with the pack in custom_nodes/ and imports it cleanly and quickly."""
+"""ComfyUI (real backend: 0.3.75 and 0.20.1 in CI) starts with the pack in custom_nodes/ and imports it cleanly
+and quickly."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +8,7 @@ import os
 import pytest
 
 from comfyui_server import REPO_ROOT, pack_import_status
+from conftest import skip_or_fail
 
 pytestmark = pytest.mark.comfyui
 log = logging.getLogger(__name__)
@@ -20,6 +22,13 @@ def test_server_starts_with_the_pack_linked_and_answers_object_info(comfyui_serv
     info = comfyui_server.object_info()
     assert "LoadImage" in info and "SaveVideo" in info  # core nodes: the backend itself is complete
     log.info("ComfyUI answered /object_info %.1f s after launch", comfyui_server.startup_seconds)
+
+
+def test_the_server_is_the_comfyui_version_under_test(comfyui_server):
+    expected = os.environ.get("LTX_OUTPAINT_EXPECT_COMFYUI")
+    if not expected:
+        skip_or_fail("LTX_OUTPAINT_EXPECT_COMFYUI is not set (bash .ci/run sets it per combination)")
+    assert comfyui_server.version() == expected
 
 
 def test_pack_imports_without_errors(comfyui_server, comfyui_pack_loaded):
@@ -73,7 +82,7 @@ def test_pack_import_pulls_in_nothing_heavy():
 
     comfyui_dir, reason = find_comfyui_dir()
     if comfyui_dir is None:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     code = f"""
 import importlib.util, sys, json
 sys.path.insert(0, {comfyui_dir!r})

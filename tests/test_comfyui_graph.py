@@ -1,6 +1,7 @@
-"""The pack inside a real ComfyUI backend (0.3.75): schema, a full graph, and bad inputs."""
+"""The pack inside a real ComfyUI backend: schema, a full graph, and bad inputs."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -69,15 +70,43 @@ def saved_files(entry, node="6"):
     return entry["outputs"][node]["images"]
 
 
-def test_full_graph_load_canvas_lora_outpaint_save(comfyui):
+@pytest.fixture
+def fake_fal(comfyui):
+    """The local fake fal server with the pack in ComfyUI pointed at it and a key stored (the fal backend is
+    the one backend here that uses a LoRA without a GPU)."""
+    import httpx
+
+    from fal_server import FakeFal
+
+    key = "kid-graph-test:sec-graph-test"
+    settings = os.path.join(comfyui.base_dir, "user", "ltx_outpaint", "settings.json")
+    with FakeFal(keys={key}, queue_seconds=0.05, run_seconds=0.1) as fake:
+        os.makedirs(os.path.dirname(settings), exist_ok=True)
+        with open(settings, "w") as f:
+            json.dump({"fal_queue_url": fake.queue_url, "fal_rest_url": fake.rest_url, "fal_cdn_url": fake.cdn_url}, f)
+        assert httpx.post(comfyui.base_url + "/ltx_outpaint/fal_key", json={"key": key}).json()["configured"]
+        yield fake
+    os.unlink(settings)
+
+
+def test_full_graph_load_canvas_lora_outpaint_save(comfyui, fake_fal):
     name = put_input(comfyui, clip("graph_src.mp4", width=144, height=256, frames=24, fps=24), "phone.mp4")
     lora_dir = os.path.join(comfyui.base_dir, "models", "loras")
     os.makedirs(lora_dir, exist_ok=True)
-    save_file({"diffusion_model.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(2, 4),
-               "diffusion_model.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(4, 2)},
-              os.path.join(lora_dir, "style.safetensors"))
-    entry = comfyui.run(graph(name, lora="style.safetensors"))
+    lora_path = os.path.join(lora_dir, "style.safetensors")
+    save_file({"diffusion_model.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.ones(2, 4),
+               "diffusion_model.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.ones(4, 2)}, lora_path)
+    g = graph(name, lora="style.safetensors")
+    g["4"] = {"class_type": "LTXOutpaintFalBackend",
+              "inputs": {"max_cost_usd": 1.0, "deadline_minutes": 5.0, "use_sse": True}}
+    entry = comfyui.run(g)
     assert entry["status"]["status_str"] == "success", entry["status"]
+    # the LoRA reached the backend that uses it: uploaded byte for byte, with its scale and stream
+    (body,) = [r.json for r in fake_fal.requests if r.method == "POST" and r.path.endswith("/outpaint/lora")]
+    (sent,) = body["loras"]
+    assert (sent["scale"], sent["transformer"]) == (0.8, "video")
+    with open(lora_path, "rb") as f:
+        assert fake_fal.file_bytes(sent["path"]) == f.read()
     files = saved_files(entry)
     assert len(files) == 1 and files[0]["type"] == "output" and files[0]["subfolder"] == "itest"
     path = os.path.join(comfyui.output_dir, files[0]["subfolder"], files[0]["filename"])
@@ -86,7 +115,7 @@ def test_full_graph_load_canvas_lora_outpaint_save(comfyui):
     assert out.fps == 12
     assert not out.audio.silent and abs(out.audio.duration - 25 / 12) <= 1 / 12
     text = entry["outputs"]["5"]["text"][0]
-    assert "preview" in text and "no AI" in text and "seed 11" in text and "$" in text
+    assert "fal" in text and "seed 11" in text and "$" in text
     assert "640x360" in entry["outputs"]["2"]["text"][0]
     assert entry["outputs"]["1"]["text"][0].startswith("144x256, 24 frames @ 24 fps; audio: 2 ch @ 44100 Hz")
     # a second save gets the next counter
@@ -148,7 +177,7 @@ def test_load_video_url_goes_through_the_safe_downloader(comfyui):
     """A URL to a private / loopback / metadata address is refused by the node, before any request."""
     for url, reason in (("http://127.0.0.1:9/clip.mp4", "http"), ("https://127.0.0.1:9/clip.mp4", "127.0.0.1"),
                         ("https://169.254.169.254/latest/meta-data", "169.254.169.254")):
-        g = graph("phone.mp4", num_frames=9)
+        g = graph("ltx-outpaint-sample.mp4", num_frames=9)  # the pack's sample is always in input/
         g["1"]["inputs"]["path_or_url"] = url
         msg = _error_text(comfyui.run(g))
         assert msg.startswith("path_or_url (Load Video):") and reason in msg, msg

@@ -43,6 +43,25 @@ def refusal(comfyui, prompt: dict, node: str) -> str:
     return details
 
 
+def run_refusal(comfyui, prompt: dict, node: str) -> str:
+    """`path_or_url` is checked when the node runs (validate_inputs checks the list input only, so ComfyUI
+    names each problem once): the run's error message; no server folder in it or anywhere in the history."""
+    status, body = comfyui.queue(prompt)
+    assert status == 200, body
+    entry = comfyui.wait(body["prompt_id"])
+    assert entry["status"]["status_str"] == "error", entry["status"]
+    text = json.dumps(entry["status"])
+    for folder in (comfyui.base_dir, os.path.dirname(comfyui.allowed_media_dir), "/tmp/"):
+        assert folder not in text, (folder, text)
+    (err,) = [data for kind, data in entry["status"]["messages"] if kind == "execution_error"]
+    assert err["node_id"] == node
+    return err["exception_message"]
+
+
+def refused(comfyui, prompt: dict, node: str, field: str) -> str:
+    return refusal(comfyui, prompt, node) if field != "path_or_url" else run_refusal(comfyui, prompt, node)
+
+
 def lora_file(path: str) -> str:
     save_file({"diffusion_model.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(2, 4),
                "diffusion_model.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(4, 2)}, path)
@@ -84,10 +103,9 @@ def test_video_paths_out_of_comfyui_folders_are_refused_like_missing_files(comfy
         "symlink via path_or_url": load_and_save(path_or_url="secret.mp4"),
         "annotated output name, no such file": load_and_save(video="secret.mp4 [output]"),
     }
-    messages = {case: refusal(comfyui, g, "1") for case, g in cases.items()}
-    for case, msg in messages.items():
+    for case, g in cases.items():
         field = "video" if "video list" in case or "symlink out" in case or "annotated" in case else "path_or_url"
-        assert msg == VIDEO_REFUSED.format(field=field), (case, msg)
+        assert refused(comfyui, g, "1", field) == VIDEO_REFUSED.format(field=field), case
     os.unlink(link)
 
 
@@ -130,7 +148,7 @@ def test_lora_paths_out_of_the_loras_folders_are_refused_like_missing_files(comf
         "../ in the lora list": ("lora", with_lora(lora="../private/secret.safetensors")),
     }
     for case, (field, g) in cases.items():
-        assert refusal(comfyui, g, "3") == LORA_REFUSED.format(field=field), case
+        assert refused(comfyui, g, "3", field) == LORA_REFUSED.format(field=field), case
     os.unlink(link)
     allowed = lora_file(os.path.join(comfyui.allowed_media_dir, "style.safetensors"))
     entry = comfyui.run(with_lora(path=allowed))  # a folder the server's environment allows

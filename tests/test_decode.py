@@ -21,11 +21,28 @@ def test_full_decode_frames_audio_fps():
     assert abs(c.audio.duration - 1.0) < 1 / 24
 
 
-def test_frames_are_one_tensor_without_copy():
-    c = decode_video(clip("base.mp4", width=160, height=96, frames=24, fps=24))
-    assert c.frames.is_contiguous()
-    # The frames are a view of the preallocated buffer (capacity may hold a spare frame or two).
-    assert c.frames.untyped_storage().nbytes() <= (24 + 2) * 96 * 160 * 3 * 4
+def test_frames_are_one_tensor_without_copy(monkeypatch):
+    """The frames returned are the very buffer the decoder preallocated and wrote into: a copy (clone,
+    contiguous() of a strided view, torch.stack of frames) has other storage and fails here."""
+    path = clip("base.mp4", width=160, height=96, frames=24, fps=24)
+    allocated = []
+    real_empty = torch.empty
+
+    def recording_empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        if t.dim() == 4 and tuple(t.shape[1:]) == (96, 160, 3):
+            allocated.append(t)
+        return t
+
+    monkeypatch.setattr(torch, "empty", recording_empty)
+    c = decode_video(path)
+    monkeypatch.undo()
+    assert len(allocated) == 1, "one frame buffer, allocated once"
+    buffer = allocated[0]
+    frames_storage, buffer_storage = c.frames.untyped_storage().data_ptr(), buffer.untyped_storage().data_ptr()
+    assert frames_storage == buffer_storage
+    assert c.frames.data_ptr() == buffer.data_ptr() and c.frames.is_contiguous()
+    assert tuple(c.frames.shape) == (24, 96, 160, 3) and buffer.shape[0] <= 24 + 2  # a spare frame or two
 
 
 @pytest.mark.parametrize("opts,expected,fps", [

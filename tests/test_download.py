@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from conftest import skip_or_fail
+
 from ltx_outpaint.download import DownloadError, DownloadPolicy, _refusal, download, is_url, policy_from_env
 from ltx_outpaint.errors import InputError
 
@@ -376,7 +378,7 @@ def test_connects_to_the_vetted_ip_not_a_rebound_answer(srv, fake_dns):
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
     if not shutil.which("openssl"):
-        pytest.skip("openssl CLI not available to make a test certificate")
+        skip_or_fail("openssl CLI not available to make a test certificate")
     d = tmp_path_factory.mktemp("tls")
     cert, key = str(d / "cert.pem"), str(d / "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",

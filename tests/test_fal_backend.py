@@ -245,9 +245,20 @@ def test_recover_by_request_id_after_a_crash(fal, tmp_path, source_path):
     (rid,) = fal.jobs
     import asyncio
 
+    from ltx_outpaint.fal.client import FalTimeout
+    from ltx_outpaint.fal.journal import Journal
+
+    # the first run failed, and said which request it left behind
+    assert isinstance(box.get("exc"), FalTimeout) and rid in str(box["exc"]), box
+    # the paid job is still pending on fal, and the journal kept the request it was sent
+    assert fal.jobs[rid].status in ("IN_QUEUE", "IN_PROGRESS")
+    entry = Journal().get(rid)
+    assert entry is not None and entry.result_path is None and (entry.state, entry.error) == ("failed", "deadline")
+    assert entry.request == submit_bodies(fal)[0]
     res = asyncio.run(recover(rid, FalConfig(output_dir=str(tmp_path / "rec"))))
     assert os.path.exists(res.video_path) and res.frames.shape[0] == 9
     assert fal.submits == 1
+    assert (Journal().get(rid).state, Journal().get(rid).result_path) == ("saved", res.video_path)
 
 
 def test_key_never_written_or_logged(fal, tmp_path, source_path, caplog):

@@ -6,7 +6,8 @@
     every engine module through it.
 (b) `comfy node validate` (PyPI `comfy-cli`), the check `comfy node publish` runs before uploading.
 
-Both need PyPI; without it they skip (and fail under CI=true).
+Both need PyPI; without it they skip (and fail under CI=true). Only a failure to reach the index counts as
+"PyPI unreachable": a pin that does not exist, a conflict or a build error fails the test.
 """
 from __future__ import annotations
 
@@ -30,13 +31,20 @@ CACHE_DIR = os.path.abspath(os.environ.get("LTX_OUTPAINT_CACHE") or os.path.join
 # packages a fresh venv brings itself; never borrowed from the test environment
 OWN_PACKAGES = {"pip", "setuptools", "wheel"}
 
+#: pip's words for "could not reach the package index" (never "No matching distribution found": that is
+#: also what a wrong pin says)
 _NETWORK_ERRORS = re.compile(r"NewConnectionError|Failed to establish a new connection|Temporary failure in name "
                              r"resolution|Name or service not known|Network is unreachable|ConnectTimeout|"
-                             r"Max retries exceeded|No matching distribution found")
+                             r"ConnectionRefusedError|Connection refused|Read timed out")
 
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pypi_unreachable(pip_output: str) -> bool:
+    """Whether a failed pip install failed because the index could not be reached at all."""
+    return bool(_NETWORK_ERRORS.search(pip_output))
 
 
 def _run(cmd: list[str], timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
@@ -53,7 +61,7 @@ def _pip_install(python: str, *args: str) -> None:
     res = _run([python, "-m", "pip", "install", *args])
     if res.returncode != 0:
         out = res.stdout + res.stderr
-        if _NETWORK_ERRORS.search(out) and not _in_ci():
+        if pypi_unreachable(out) and not _in_ci():
             pytest.skip(f"PyPI is not reachable (pip install {' '.join(args)}):\n{out[-1500:]}")
         pytest.fail(f"pip install {' '.join(args)} failed ({res.returncode}):\n{out[-4000:]}", pytrace=False)
 
@@ -187,12 +195,42 @@ def test_requirements_txt_matches_pyproject_dependencies():
     try:
         import tomllib
     except ImportError:  # Python 3.10
-        tomllib = pytest.importorskip("tomli")
+        try:
+            import tomli as tomllib
+        except ImportError:
+            from conftest import skip_or_fail
+
+            skip_or_fail("Python 3.10 without tomli: cannot read pyproject.toml")
     with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:
         deps = tomllib.load(f)["project"]["dependencies"]
     def normalized(reqs):
         return {str(_requirement(r)) for r in reqs}
     assert normalized(_requirement_lines()) == normalized(deps)
+
+
+def _outcome(*pip_args: str) -> str:
+    """"failed", "skipped" or "passed": what _pip_install makes of this pip run."""
+    try:
+        _pip_install(sys.executable, *pip_args)
+    except pytest.fail.Exception:
+        return "failed"
+    except pytest.skip.Exception:
+        return "skipped"
+    return "passed"
+
+
+def test_a_broken_pin_fails_and_only_an_unreachable_index_skips(tmp_path, monkeypatch):
+    """A pin that does not exist is a failure, never "PyPI unreachable" (here against a local, empty index);
+    a refused connection to the index is the skip case, and a failure under CI=true."""
+    monkeypatch.delenv("CI", raising=False)
+    empty = tmp_path / "empty-index"
+    empty.mkdir()
+    assert _outcome("--isolated", "--no-index", "--find-links", str(empty), "--dry-run", "av==0.0.0.404") == "failed"
+    refused = ("--isolated", "--index-url", "http://127.0.0.1:9/simple", "--retries", "1", "--timeout", "3",
+               "--dry-run", "av==0.0.0.404")
+    assert _outcome(*refused) == "skipped"
+    monkeypatch.setenv("CI", "true")
+    assert _outcome(*refused) == "failed"
 
 
 # ---- (b) comfy node validate ------------------------------------------------------------------------

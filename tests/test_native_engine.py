@@ -143,7 +143,12 @@ def test_native_engine_runs_the_official_recipe_end_to_end(native):
     assert abs(got.audio.duration - FRAMES / FPS) < 0.05
     text = json.dumps(entry["outputs"])
     assert "engine: native (ComfyUI core LTX-2), recipe official" in text
-    assert "kept-region PSNR" in text  # the quality report
+    assert "kept-region PSNR" in text  # the quality report, in the node text and in Save MP4's sidecar
+    with open(os.path.join(native.output_dir, saved["subfolder"], saved["filename"] + ".json")) as f:
+        sidecar = json.load(f)
+    assert sidecar["backend"] == "local (native)" and sidecar["seed"] == 3
+    assert set(sidecar["quality"]) >= {"kept_psnr_db", "seam_color_step", "green_leak_fraction", "temporal_flicker"}
+    assert sidecar["quality"]["frames"] == FRAMES
     log = native.log_text()
     assert "lora key not loaded" not in log  # every LoRA entry reached a core weight
     assert "TEST-ONLY: ComfyUI's Gemma 3 12B sizes patched" in log

@@ -9,6 +9,7 @@ from ltx_outpaint.backends import PreviewConfig, Progress, prepare_job, run_outp
 from ltx_outpaint.backends.preview import source_indices
 from ltx_outpaint.media.canvas import CanvasSpec
 from ltx_outpaint.request import ImageSize, OutpaintRequest
+from ltx_outpaint.media.decode import DecodeOptions, decode_video
 from ltx_outpaint.media.sample import marker_index
 from ltx_outpaint.media.decode import Audio, decode_video
 from ltx_outpaint.media.encode import QUALITY_CRF, write_mp4
@@ -121,3 +122,25 @@ def test_huge_canvas_refused_before_allocating(source):
     with pytest.raises(InputError, match=r"^resolution \(Outpaint Canvas\): 481 frames of 14000x14000 need .* GiB") as e:
         run_outpaint(OutpaintRequest(num_frames=481), source, CanvasSpec(ImageSize(14000, 14000)), None)
     assert e.value.field == "resolution"
+
+
+def test_every_run_gets_a_quality_report_measured_on_its_result():
+    """run_outpaint attaches media/quality.py's report to a backend's result (here the preview backend, whose
+    source region is the resized source: a high kept-region PSNR; its fill is no fill colour: no leak)."""
+    import math
+
+    from ltx_outpaint.backends import PreviewConfig, run_outpaint
+    from ltx_outpaint.media.canvas import CanvasSpec
+    from ltx_outpaint.request import ImageSize, OutpaintRequest
+
+    src = decode_video(clip("quality_src.mp4", width=64, height=96, frames=40, fps=12), DecodeOptions())
+    req = OutpaintRequest(prompt="x", resolution=ImageSize(256, 144), num_frames=40, frames_per_second=12,
+                          seed=1).validate()
+    result = run_outpaint(req, src, CanvasSpec(req.resolution, 0.75), PreviewConfig())
+    q = result.quality
+    assert q is not None and q["frames"] == 32  # a window of 32 consecutive frames of 40
+    assert "quality measured on frames 4-35 of 40" in result.notes
+    assert q["kept_psnr_db"] == "inf" or (isinstance(q["kept_psnr_db"], float) and q["kept_psnr_db"] > 30)
+    assert q["green_leak_fraction"] == 0.0
+    assert any(line.startswith("kept-region PSNR") for line in result.notes)
+    assert not math.isnan(q["generated_fraction"]) and 0.3 < q["generated_fraction"] < 0.9

@@ -1,26 +1,31 @@
-"""Shipped workflows: node types exist, links are type-consistent, widget values fit our schemas — all
-against the real /object_info of the running ComfyUI — they are listed as the pack's templates, and the
-free preview workflow runs."""
+"""Shipped workflows (templates): node types exist, links are type-consistent, widget values fit our schemas —
+all against the real /object_info of the running ComfyUI — they are listed as the pack's templates with
+distinct titles and thumbnails, the sample clip they load is in ComfyUI's input folder from start-up, the free
+preview workflow runs as shipped, and a missing file is one validation message. (tests/test_browser.py opens
+and runs every template in the frontend.)"""
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
-import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
 
-from clips import clip
+from make_workflows import FIT_VIEW, SAMPLE, SAMPLE_SPEC, node_rects, overlaps, WORKFLOWS as SPECS
 from workflow_format import FRONTEND_ONLY, check_widget, socket_inputs, to_api_prompt, widgets
 
 pytestmark = pytest.mark.comfyui
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "*.json")))
-EXPECTED = {"ltx-outpaint-preview-free", "ltx-outpaint-fal-lora", "ltx-outpaint-local-quality-lora",
-            "ltx-outpaint-vertical-to-16x9-fal", "ltx-outpaint-local-vs-fal"}
+EXPECTED = {"LTX Outpaint - Free preview (no AI)", "LTX Outpaint - fal.ai with a LoRA",
+            "LTX Outpaint - Local GPU with a LoRA", "LTX Outpaint - Vertical clip to 16x9 (fal.ai)",
+            "LTX Outpaint - Local GPU vs fal.ai"}
+SAMPLE_PATH = os.path.join(ROOT, "workflows", SAMPLE)
 
 
 def _load(path):
@@ -28,14 +33,63 @@ def _load(path):
         return json.load(f)
 
 
-def test_the_five_workflows_ship_with_thumbnails():
+def test_the_five_workflows_ship_with_distinct_titles_and_thumbnails():
     names = {os.path.splitext(os.path.basename(p))[0] for p in WORKFLOWS}
-    assert names == EXPECTED
+    assert names == EXPECTED == set(SPECS)
+    assert len({n.lower() for n in names}) == len(names)
+    digests = set()
     for name in names:
         thumb = os.path.join(ROOT, "workflows", name + ".jpg")
         assert os.path.getsize(thumb) < 150_000
         with open(thumb, "rb") as f:
-            assert f.read(3) == b"\xff\xd8\xff"  # a JPEG
+            data = f.read()
+        assert data[:3] == b"\xff\xd8\xff"  # a JPEG
+        digests.add(hashlib.sha256(data).hexdigest())
+    assert len(digests) == len(names)
+    for a in names:  # not near-identical either: the pictures differ in a good share of their pixels
+        for b in names:
+            if a < b:
+                assert _pixel_difference(a, b) > 0.05, (a, b)
+
+
+def _pixel_difference(a: str, b: str) -> float:
+    import numpy as np
+    from PIL import Image
+
+    def load(name):
+        img = Image.open(os.path.join(ROOT, "workflows", name + ".jpg")).convert("RGB").resize((96, 54))
+        return np.asarray(img, dtype=np.float32) / 255
+
+    return float((np.abs(load(a) - load(b)).max(axis=2) > 0.2).mean())
+
+
+def test_the_sample_clip_ships_small_and_decodes():
+    from ltx_outpaint.media.decode import decode_video
+
+    assert os.path.getsize(SAMPLE_PATH) < 150_000
+    clip = decode_video(SAMPLE_PATH)
+    assert (clip.width, clip.height, clip.num_frames) == (SAMPLE_SPEC["width"], SAMPLE_SPEC["height"],
+                                                          SAMPLE_SPEC["frames"])
+    assert clip.height > clip.width and not clip.audio.silent  # portrait, with sound: what outpainting is for
+    for path in WORKFLOWS:
+        loads = [n for n in _load(path)["nodes"] if n["type"] == "LTXOutpaintLoadVideo"]
+        assert [n["widgets_values"][0] for n in loads] == [SAMPLE], path
+
+
+def test_layout_has_room_and_the_view_is_stored():
+    for name, spec in SPECS.items():
+        assert overlaps(node_rects(spec, grown=True)) == [], name
+        ds = _load(os.path.join(ROOT, "workflows", name + ".json"))["extra"]["ds"]
+        assert 0.4 < ds["scale"] < 1.0
+        x0 = min(r[0] for r in node_rects(spec))
+        y0 = min(r[1] for r in node_rects(spec))
+        # the top-left node's title lands under the frontend's top bar and beside its side bar
+        assert (x0 + ds["offset"][0]) * ds["scale"] >= FIT_VIEW["left"]
+        assert (y0 + ds["offset"][1]) * ds["scale"] >= FIT_VIEW["top"]
+        x1 = max(r[0] + r[2] for r in node_rects(spec))
+        y1 = max(r[1] + r[3] for r in node_rects(spec))
+        assert (x1 + ds["offset"][0]) * ds["scale"] <= FIT_VIEW["width"]
+        assert (y1 + ds["offset"][1]) * ds["scale"] <= FIT_VIEW["height"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: os.path.basename(p))
@@ -81,18 +135,41 @@ def test_workflows_are_the_packs_templates(comfyui):
     with urllib.request.urlopen(comfyui.base_url + "/api/workflow_templates", timeout=30) as r:
         templates = json.load(r)
     ours = [v for k, v in templates.items() if set(v) & EXPECTED]
-    assert ours and set(ours[0]) == EXPECTED
+    assert ours and set(ours[0]) == EXPECTED  # the file names are the card titles
     pack = next(k for k, v in templates.items() if set(v) & EXPECTED)
-    url = f"{comfyui.base_url}/api/workflow_templates/{pack}/ltx-outpaint-preview-free.json"
-    with urllib.request.urlopen(url, timeout=30) as r:
-        assert json.load(r)["version"] == 0.4
+    for name in EXPECTED:  # the frontend fetches <name>.json and the thumbnail <name>.jpg
+        base = f"{comfyui.base_url}/api/workflow_templates/{pack}/{urllib.parse.quote(name)}"
+        with urllib.request.urlopen(base + ".json", timeout=30) as r:
+            assert json.load(r)["version"] == 0.4
+        with urllib.request.urlopen(base + ".jpg", timeout=30) as r:
+            assert r.read(3) == b"\xff\xd8\xff"
 
 
-def test_free_preview_workflow_runs(comfyui):
-    wf = _load(os.path.join(ROOT, "workflows", "ltx-outpaint-preview-free.json"))
-    name = next(n["widgets_values"][0] for n in wf["nodes"] if n["type"] == "LTXOutpaintLoadVideo")
-    shutil.copyfile(clip("wf_src.mp4", width=90, height=160, frames=12, fps=12), os.path.join(comfyui.input_dir, name))
+def test_the_sample_clip_is_in_the_input_folder_from_start_up(comfyui):
+    copied = os.path.join(comfyui.input_dir, SAMPLE)
+    with open(copied, "rb") as a, open(SAMPLE_PATH, "rb") as b:
+        assert a.read() == b.read()
+    assert SAMPLE in comfyui.object_info("LTXOutpaintLoadVideo")["LTXOutpaintLoadVideo"]["input"]["required"][
+        "video"][1]["options"]
+    assert "copied the templates' sample clip" in comfyui.log_text()
+
+
+def test_a_missing_video_is_one_validation_message(comfyui):
+    wf = _load(os.path.join(ROOT, "workflows", "LTX Outpaint - Free preview (no AI).json"))
     prompt = to_api_prompt(wf, comfyui.object_info())
+    load = next(k for k, v in prompt.items() if v["class_type"] == "LTXOutpaintLoadVideo")
+    prompt[load]["inputs"]["video"] = "not-uploaded.mp4"
+    status, body = comfyui.queue(prompt)
+    assert status == 400
+    errors = body["node_errors"][load]["errors"]
+    assert len(errors) == 1, errors
+    assert "not-uploaded.mp4" in errors[0]["details"] and "input folder" in errors[0]["details"]
+    assert errors[0]["extra_info"]["input_name"] == "video"
+
+
+def test_free_preview_workflow_runs_as_shipped(comfyui):
+    wf = _load(os.path.join(ROOT, "workflows", "LTX Outpaint - Free preview (no AI).json"))
+    prompt = to_api_prompt(wf, comfyui.object_info())  # no clip copied here: the pack put the sample there
     out = next(k for k, v in prompt.items() if v["class_type"] == "LTXOutpaint")
     prompt[out]["inputs"]["num_frames"] = 9  # keep the CI run short
     entry = comfyui.run(prompt, timeout=300)

@@ -143,8 +143,38 @@ async def run_outpaint_async(request: OutpaintRequest, clip: Clip, canvas: Canva
     progress = progress or Progress()
     run_async = getattr(backend, "run_async", None)
     if run_async is not None:
-        return await run_async(job, progress)
-    return await asyncio.to_thread(backend.run, job, progress)
+        result = await run_async(job, progress)
+    else:
+        result = await asyncio.to_thread(backend.run, job, progress)
+    if result.quality is None:
+        await asyncio.to_thread(attach_quality, result, job)
+    return result
+
+
+def attach_quality(result: OutpaintResult, job: OutpaintJob) -> None:
+    """Measure `result` against the source placed on its canvas (media/quality.py) into `result.quality`, on
+    up to 32 consecutive frames from the middle. Never fails a run: a report that cannot be made is logged."""
+    from ..media.canvas import NO_SNAP, CanvasSpec, composite, layout_canvas
+    from ..media.quality import frame_window, quality_report
+    from ..request import ImageSize
+    from .preview import source_indices
+
+    try:
+        n, h, w = result.frames.shape[:3]
+        lay = job.layout
+        if (lay.width, lay.height) != (w, h):  # a remote result on a canvas of its own size (fal centres)
+            spec = CanvasSpec(ImageSize(w, h), job.canvas.source_scale, "center")
+            lay = layout_canvas(spec, job.clip.width, job.clip.height, NO_SNAP)
+        window = frame_window(n)
+        idx = source_indices(job.clip.num_frames, job.clip.fps, n, result.fps)[window]
+        placed = composite(job.clip.frames[idx], lay, fill=(0.5, 0.5, 0.5))
+        report = quality_report(result.frames[window], placed, lay.mask())
+        result.quality = report.to_dict()
+        result.notes.extend(report.lines())
+        if window.stop - window.start < n:
+            result.notes.append(f"quality measured on frames {window.start}-{window.stop - 1} of {n}")
+    except Exception as exc:  # the report is advice: never lose a (possibly paid) result over it
+        log.warning("quality report not made: %s", exc)
 
 
 def run_outpaint(request: OutpaintRequest, clip: Clip, canvas: CanvasSpec, config=None,

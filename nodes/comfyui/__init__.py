@@ -33,4 +33,5 @@ class OutpaintExtension(ComfyExtension):
 
 async def comfy_entrypoint() -> OutpaintExtension:
     register_routes()
+    nodes_video.ensure_sample_video()
     return OutpaintExtension()

@@ -168,7 +168,7 @@ class NativeFinish(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, placed, mask, fps, seed, prompt, info, audio=None) -> io.NodeOutput:
-        from ..media.quality import quality_report
+        from ..media.quality import frame_window, quality_report
 
         meta = json.loads(info or "{}")
         n = images.shape[0]
@@ -176,8 +176,11 @@ class NativeFinish(io.ComfyNode):
         if engine_audio is not None:  # the decoded latent covers the source audio: fit it to the video
             engine_audio = fit_audio(engine_audio, n / fps)
         m = mask[0] if mask.dim() == 3 else mask
-        report = quality_report(images, placed[:n], m)
+        window = frame_window(n)
+        report = quality_report(images[window], placed[:n][window], m)
         notes = list(meta.get("notes", []))
+        if window.stop - window.start < n:
+            notes.append(f"quality measured on frames {window.start}-{window.stop - 1} of {n}")
         if torch.cuda.is_available():
             notes.append(f"peak VRAM {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (measured)")
         result = OutpaintResult(images, float(fps), engine_audio, int(seed), prompt, meta.get("backend", "local"),

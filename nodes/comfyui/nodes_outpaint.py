@@ -46,9 +46,11 @@ class LoraStack(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora, path_or_url=""):
+    def validate_inputs(cls, lora):
+        # One parameter on purpose: ComfyUI reports a failed check once per parameter, so a problem is named
+        # once. `path_or_url` (same rules, same message) is checked when the node runs.
         try:  # local paths stay inside the loras folders (symlinks resolved) unless the environment allows more
-            lora_source(lora, path_or_url)
+            lora_source(lora, "")
         except InputError as exc:
             return str(exc)
         return True

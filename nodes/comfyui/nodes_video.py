@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 
 import folder_paths
 from comfy_api.latest import io, ui
@@ -15,6 +16,32 @@ from .paths import annotated as _annotated, media_policy
 from .common import CATEGORY, SourceVideo, clip_from_video, to_comfy_audio, request_field
 
 log = logging.getLogger(__name__)
+
+#: The sample clip the shipped templates load: a small portrait scene (tests/make_workflows.py writes it with
+#: media/sample.py) kept in workflows/ and copied into ComfyUI's input folder when it is not there.
+SAMPLE_VIDEO = "ltx-outpaint-sample.mp4"
+SAMPLE_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                             "workflows", SAMPLE_VIDEO)
+
+
+def ensure_sample_video() -> str | None:
+    """Copy the templates' sample clip into ComfyUI's input folder unless a file of that name is there.
+
+    Called once at start-up (a file copy, no decoding), so a template opens with its clip present: no missing
+    file on the first run, no red Load Video in frontends that check media on open. Never overwrites.
+    """
+    target = os.path.join(folder_paths.get_input_directory(), SAMPLE_VIDEO)
+    if os.path.exists(target):
+        return target
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(SAMPLE_SOURCE, target + ".part")
+        os.replace(target + ".part", target)
+    except OSError as e:
+        log.warning("LTX Outpaint: could not copy the templates' sample clip to %s: %s", target, e)
+        return None
+    log.info("LTX Outpaint: copied the templates' sample clip to %s", target)
+    return target
 
 
 NODE = "Load Video"
@@ -42,8 +69,9 @@ class LoadVideo(io.ComfyNode):
                 io.Combo.Input("video", options=_input_videos(), upload=io.UploadType.video,
                                tooltip="A video in ComfyUI's input folder (upload with the button)."),
                 io.String.Input("path_or_url", default="", optional=True,
-                                tooltip="Overrides the upload: a local file path or an https URL (fetched "
-                                        "with the pack's safe downloader)."),
+                                tooltip="Overrides the chosen file at run time: a local file path or an https "
+                                        "URL (fetched with the pack's safe downloader). The list above must "
+                                        "still name a file in the input folder (the sample clip does)."),
                 io.Int.Input("frame_load_cap", default=0, min=0, max=100000,
                              tooltip="Load at most this many frames (0 = all)."),
                 io.Int.Input("skip_first_frames", default=0, min=0, max=1000000,
@@ -83,9 +111,14 @@ class LoadVideo(io.ComfyNode):
         return media_policy().resolve(_annotated(video), "video", NODE), False
 
     @classmethod
-    def validate_inputs(cls, video, path_or_url=""):
+    def validate_inputs(cls, video):
+        # One parameter on purpose: ComfyUI reports a failed check once per parameter of validate_inputs, so a
+        # problem is named once. `path_or_url`, when set, is checked (same rules, same message) when the node
+        # runs; an empty `video` is allowed here for graphs that only give path_or_url.
+        if not video:
+            return True
         try:
-            cls._source(video, path_or_url)
+            media_policy().resolve(_annotated(video), "video", NODE)
         except InputError as exc:
             return str(exc)
         return True
@@ -175,6 +208,12 @@ class SaveMP4(io.ComfyNode):
         else:
             clip = clip_from_video(video)
             write_mp4(path, clip.frames, clip.fps, clip.audio, video_quality, video_write_mode, metadata=metadata)
+        result = getattr(video, "result", None)
+        if result is not None:  # an outpaint result: its run facts beside the file (no workflow, no key)
+            with open(path + ".json", "w", encoding="utf-8") as f:  # as the CLI names its sidecar
+                json.dump({"backend": result.backend, "seed": result.seed, "prompt": result.prompt,
+                           "fps": result.fps, "frames": int(result.frames.shape[0]), "notes": result.notes,
+                           "quality": result.quality}, f, indent=2)
         return io.NodeOutput(path, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
 
 

@@ -2,9 +2,14 @@
 
 fal's rule: the source is scaled to the largest size that fits the canvas, times `source_scale`, and
 centred. We add anchors and pixel offsets (clamped so the source stays on the canvas).
+
+Every rounding here is :func:`round_half_up` (halves go up, as `Math.floor(v + 0.5)`), the same rule, with
+the same floating-point steps, as the frontend's js/ltx_geometry.js, so the canvas preview shows exactly
+the numbers a run uses (tests/test_canvas_geometry_js.py compares the two on a grid).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +29,11 @@ ANCHORS: dict[str, tuple[float, float]] = {
 FILL_RGB = (102 / 255, 1.0, 0.0)
 
 
+def round_half_up(value: float) -> int:
+    """The nearest integer, halves up (2.5 -> 3, 3.5 -> 4); Python's round() would give 2 and 4."""
+    return math.floor(value + 0.5)
+
+
 @dataclass(frozen=True)
 class SnapRule:
     """What a backend needs: canvas sides a multiple of `multiple`, frame counts of the form 8k+1."""
@@ -34,12 +44,12 @@ class SnapRule:
 
     def size(self, width: int, height: int) -> tuple[int, int]:
         m = self.multiple
-        return max(m, round(width / m) * m), max(m, round(height / m) * m)
+        return max(m, round_half_up(width / m) * m), max(m, round_half_up(height / m) * m)
 
     def frames(self, n: int) -> int:
         if not self.frames_8k1:
             return n
-        return max(9, 8 * round((n - 1) / 8) + 1)
+        return max(9, 8 * round_half_up((n - 1) / 8) + 1)
 
 
 NO_SNAP = SnapRule("none")
@@ -105,11 +115,11 @@ def layout_canvas(spec: CanvasSpec, source_width: int, source_height: int,
         raise ValueError(f"anchor: got {spec.anchor!r}; allowed: {', '.join(ANCHORS)}")
     width, height = snap.size(*spec.size)
     fit = min(width / source_width, height / source_height) * spec.source_scale
-    sw = max(1, min(width, round(source_width * fit)))
-    sh = max(1, min(height, round(source_height * fit)))
+    sw = max(1, min(width, round_half_up(source_width * fit)))
+    sh = max(1, min(height, round_half_up(source_height * fit)))
     fx, fy = ANCHORS[spec.anchor]
-    x = min(max(round((width - sw) * fx) + spec.offset_x, 0), width - sw)
-    y = min(max(round((height - sh) * fy) + spec.offset_y, 0), height - sh)
+    x = min(max(round_half_up((width - sw) * fx) + spec.offset_x, 0), width - sw)
+    y = min(max(round_half_up((height - sh) * fy) + spec.offset_y, 0), height - sh)
     return CanvasLayout(width, height, Rect(x, y, sw, sh), snap.name)
 
 

@@ -253,3 +253,15 @@ def quality_report(output: torch.Tensor, placed_source: torch.Tensor, generate_m
         green_leak_fraction=(acc.leak / acc.gen_px) if acc.gen_px else None, fill_rgb=tuple(fill_rgb),
         fill_tolerance=fill_tolerance, temporal_flicker=flicker, temporal_flicker_generated=fg,
         temporal_flicker_source=fs)
+
+
+#: at most this many consecutive frames (from the middle of the clip) are measured on a run's result
+WINDOW_FRAMES = 32
+
+
+def frame_window(frames: int, limit: int = WINDOW_FRAMES) -> slice:
+    """The consecutive frames a run's quality report measures: all of them, or `limit` from the middle."""
+    if frames <= limit:
+        return slice(0, frames)
+    start = (frames - limit) // 2
+    return slice(start, start + limit)
