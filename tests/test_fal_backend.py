@@ -245,7 +245,7 @@ def test_recover_by_request_id_after_a_crash(fal, tmp_path, source_path):
     (rid,) = fal.jobs
     import asyncio
 
-    from ltx_outpaint.fal.client import FalTimeout
+    from ltx_outpaint.fal.errors import FalTimeout
     from ltx_outpaint.fal.journal import Journal
 
     # the first run failed, and said which request it left behind

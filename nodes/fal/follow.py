@@ -57,7 +57,10 @@ class LatchedProgress(Progress):
             return  # reporting again could raise again; the stop is already known
         try:
             self.inner.report(done, total, text)
-        except Exception as exc:  # noqa: BLE001 - ComfyUI's hook raises its interrupt here
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - ComfyUI's hook raises its interrupt here (a BaseException
+            # since ComfyUI 0.4: InterruptProcessingException)
             log.info("stop requested while reporting progress (%s)", type(exc).__name__)
             self.stop = exc
 
@@ -133,10 +136,15 @@ async def _follow(client, handle, entry: JournalEntry, guard: LatchedProgress, u
         await asyncio.gather(task, return_exceptions=True)  # nothing more is sent for this job
 
 
+def _is_comfy_interrupt(exc: BaseException) -> bool:
+    """ComfyUI's interrupt (comfy.model_management.InterruptProcessingException), without importing ComfyUI."""
+    return type(exc).__name__ == "InterruptProcessingException"
+
+
 def _why(exc: BaseException, guard: LatchedProgress) -> str:
     if isinstance(exc, FalTimeout):
         return "deadline"
-    if isinstance(exc, Interrupted) or guard.stop is not None:
+    if isinstance(exc, Interrupted) or guard.stop is not None or _is_comfy_interrupt(exc):
         return "interrupted by the user"
     if isinstance(exc, asyncio.CancelledError):
         return "the run was cancelled"
