@@ -54,7 +54,7 @@ def run_refusal(comfyui, prompt: dict, node: str) -> str:
     assert err["node_id"] == node
     for folder in (comfyui.base_dir, os.path.dirname(comfyui.allowed_media_dir), "/tmp/"):
         assert folder not in err["exception_message"], (folder, err["exception_message"])
-    return err["exception_message"]
+    return err["exception_message"].rstrip("\n")  # ComfyUI ends it with a newline
 
 
 def refused(comfyui, prompt: dict, node: str, field: str) -> str:
