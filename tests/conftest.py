@@ -99,10 +99,20 @@ def start_comfyui(tmp_path_factory, version: str = "default", *, extra_custom_no
         server.stop()
 
 
+#: the TEST-ONLY pack that lets ComfyUI core load the tests' tiny Gemma (see its docstring)
+TEST_SUPPORT_PACK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "comfyui_test_nodes",
+                                 "ltx_outpaint_test_support")
+
+
 @pytest.fixture(scope="session")
-def comfyui_server(tmp_path_factory):
-    """The session's ComfyUI process (see start_comfyui, version "default"), before the pack check."""
-    with start_comfyui(tmp_path_factory, require_pack=False) as server:
+def comfyui_server(tmp_path_factory, tiny_models):
+    """The session's ComfyUI process (see start_comfyui, version "default"), before the pack check. With the
+    TEST-ONLY support pack (the tiny Gemma's sizes, on a ComfyUI with core LTX-2), so graphs and templates with
+    the local backend run on the tiny models whichever engine `auto` picks there."""
+    with start_comfyui(tmp_path_factory, require_pack=False,
+                       extra_custom_nodes={"ltx_outpaint_test_support": TEST_SUPPORT_PACK},
+                       env={"LTX_OUTPAINT_TEST_TINY_GEMMA": tiny_models.comfy_gemma + ".json",
+                            "LTX_OUTPAINT_ALLOWED_PATHS": tiny_models.root}) as server:
         yield server
 
 

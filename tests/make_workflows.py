@@ -43,7 +43,7 @@ COL = 420  # column pitch (node width 380 + gap)
 #: as loaded, before a preview has grown them.
 SIZE = {"LTXOutpaintLoadVideo": (380, 360 + 380 * 16 // 9 + 40), "LTXOutpaintCanvas": (380, 410), "LTXOutpaintLoraStack": (380, 140),
         "LTXOutpaintPreviewBackend": (380, 90), "LTXOutpaintFalBackend": (380, 140),
-        "LTXOutpaintLocalBackend": (380, 200), "LTXOutpaint": (380, 590), "LTXOutpaintSaveMP4": (380, 110)}
+        "LTXOutpaintLocalBackend": (380, 330), "LTXOutpaint": (380, 590), "LTXOutpaintSaveMP4": (380, 110)}
 #: How far a node grows, measured in those frontends: Save showing a 16:9 result, the others their run
 #: summary; the Canvas node also when "custom" shows width / height.
 GROWS = {"LTXOutpaintLoadVideo": 60, "LTXOutpaintSaveMP4": 240, "LTXOutpaintCanvas": 100, "LTXOutpaint": 110}
@@ -127,7 +127,7 @@ WORKFLOWS = {
         note="Local GPU vs fal.ai side by side: the same clip, canvas, prompt and seed on both backends "
              "(same request fields, same meaning). Compare the two saved MP4s.",
         nodes=[_load(), _canvas(), ("local", "LTXOutpaintLocalBackend", {"recipe": "official"}, (COL, 560)),
-               ("fal", "LTXOutpaintFalBackend", {"max_cost_usd": 1.0}, (COL, 820)),
+               ("fal", "LTXOutpaintFalBackend", {"max_cost_usd": 1.0}, (COL, 950)),
                _outpaint("out", 2), _outpaint("out_fal", 3),
                _save("save", 4, 0, "ltx-outpaint/compare-local"),
                _save("save_fal", 4, 410, "ltx-outpaint/compare-fal")],

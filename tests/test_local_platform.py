@@ -221,7 +221,8 @@ def test_comfyui_free_memory_releases_keep_loaded(kept_server):
     name = put_input(kept_server, clip("local_graph.mp4", width=64, height=96, frames=12, fps=8), "kept_src.mp4")
     g = graph(name, width=W, height=H, num_frames=FRAMES, fps=FPS, prefix="itest/kept")
     g["4"] = {"class_type": "LTXOutpaintLocalBackend", "inputs": {
-        "recipe": "official", "precision": "auto", "keep_loaded": True, "model_paths": ""}}
+        "recipe": "official", "engine": "ltxcore", "precision": "auto", "keep_loaded": True,
+        "model_paths": ""}}  # keep_loaded is the ltx-core engine's (the native engine uses ComfyUI's cache)
     g["5"]["inputs"].update({"enable_prompt_expansion": False})
     entry = kept_server.run(g, timeout=600)
     assert entry["status"]["status_str"] == "success", entry["status"]

@@ -163,7 +163,7 @@ def test_a_missing_video_is_one_validation_message(comfyui):
     assert status == 400
     errors = body["node_errors"][load]["errors"]
     assert len(errors) == 1, errors
-    assert "not-uploaded.mp4" in errors[0]["details"] and "input folder" in errors[0]["details"]
+    assert "not-uploaded.mp4" in errors[0]["details"] and "input, output or temp folder" in errors[0]["details"]
     assert errors[0]["extra_info"]["input_name"] == "video"
 
 

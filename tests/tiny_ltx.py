@@ -429,6 +429,12 @@ def comfy_float_module():
     import tarfile
     import tempfile
 
+    extracted = os.path.join(os.environ.get("LTX_OUTPAINT_COMFYUI_CURRENT_DIR", ""), "comfy", "float.py")
+    if os.path.isfile(extracted):  # the ComfyUI 0.20.1 that .ci/run extracted from the tarball
+        spec = importlib.util.spec_from_file_location("comfy_float_0_20_1", extracted)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
     if not os.path.isfile(COMFYUI_TARBALL):
         return None
     with tarfile.open(COMFYUI_TARBALL) as tar:

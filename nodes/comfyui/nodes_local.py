@@ -79,6 +79,7 @@ def _local_config(recipe=DEFAULT_RECIPE, precision="auto", keep_loaded=False, mo
     from ..local.backend import LocalConfig
     from ..local.models import ModelSearch
 
+    _install_unload_hook()  # here, not at start-up: it imports comfy.model_management (heavy in ComfyUI 0.2x)
     explicit = []
     for line in (model_paths or "").splitlines():
         if line.strip():
@@ -163,8 +164,6 @@ def _install_unload_hook() -> bool:
     mm.unload_all_models = unload_all_models
     return True
 
-
-_install_unload_hook()
 
 
 NODES = [LocalBackendNode]

@@ -59,7 +59,10 @@ class LatchedProgress(Progress):
             return  # reporting again could raise again; the stop is already known
         try:
             self.inner.report(done, total, text)
-        except Exception as exc:  # noqa: BLE001 - ComfyUI's hook raises its interrupt here
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - ComfyUI's hook raises its interrupt here (a BaseException
+            # since ComfyUI 0.4: InterruptProcessingException)
             log.info("stop requested while reporting progress (%s)", type(exc).__name__)
             self.stop = exc
 
@@ -92,7 +95,7 @@ async def follow_and_save(client, handle, entry: JournalEntry, progress: Progres
     try:
         await _follow(client, handle, entry, guard, use_sse, deadline_s, started)
     except BaseException as exc:
-        if detach and (isinstance(exc, DETACH_ON) or guard.stop is not None):
+        if detach and (isinstance(exc, DETACH_ON) or guard.stop is not None or _is_comfy_interrupt(exc)):
             _detached(handle, exc, guard)
             raise
         state, outcome = await _shielded(client, _stop(client, handle, entry, guard, exc, output_dir))
@@ -155,10 +158,15 @@ def _detached(handle, exc: BaseException, guard: LatchedProgress) -> None:
     log.warning("%s", text)
 
 
+def _is_comfy_interrupt(exc: BaseException) -> bool:
+    """ComfyUI's interrupt (comfy.model_management.InterruptProcessingException), without importing ComfyUI."""
+    return type(exc).__name__ == "InterruptProcessingException"
+
+
 def _why(exc: BaseException, guard: LatchedProgress) -> str:
     if isinstance(exc, FalTimeout):
         return "deadline"
-    if isinstance(exc, Interrupted) or guard.stop is not None:
+    if isinstance(exc, Interrupted) or guard.stop is not None or _is_comfy_interrupt(exc):
         return "interrupted by the user"
     if isinstance(exc, asyncio.CancelledError):
         return "the run was cancelled"

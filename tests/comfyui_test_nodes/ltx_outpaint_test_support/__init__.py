@@ -76,9 +76,21 @@ def _apply(sizes: dict) -> None:
                     os.environ[ENV])
 
 
+def _core_has_gemma3_12b() -> bool:
+    try:
+        import comfy.text_encoders.llama as llama
+        import comfy.text_encoders.lt as lt
+    except ImportError:
+        return False
+    return hasattr(llama, "Gemma3_12B_Config") and hasattr(lt, "LTXAVTEModel")
+
+
 if os.environ.get(ENV):
-    with open(os.environ[ENV]) as f:
-        _apply(json.load(f))
+    if _core_has_gemma3_12b():
+        with open(os.environ[ENV]) as f:
+            _apply(json.load(f))
+    else:  # ComfyUI without core LTX-2 (0.3.x): nothing to patch
+        logging.info("TEST-ONLY: this ComfyUI has no Gemma 3 12B text encoder; nothing patched")
 
 
 def _probe(folder: str) -> None:
