@@ -241,3 +241,41 @@ def test_models_from_sockets_of_core_loaders(native):
         os.replace(custom, path)
     assert entry["status"]["status_str"] == "success", (entry["status"], native.log_tail())
     assert _frames(native, "native/sockets", 6).shape == (FRAMES, H, W, 3)
+
+
+def test_long_clip_chunks_run_natively_each_guided_by_the_previous_one(native):
+    """Outpaint Long Video with the local backend in a ComfyUI with core LTX-2: the native engine runs every
+    chunk in process, and each chunk after the first is guided by the previous chunk's last frames."""
+    src = clip("native_long.mp4", width=64, height=96, frames=40, fps=8)
+    shutil.copyfile(src, os.path.join(native.input_dir, "native_long.mp4"))
+    request = {"video_strength": 1.0, "num_inference_steps": 15, "guidance_scale": 1.0, "generate_audio": True,
+               "negative_prompt": "blurry", "seed": 8, "enable_prompt_expansion": False,
+               "enable_safety_checker": False, "video_quality": "high", "video_write_mode": "fast",
+               "sync_mode": False}
+    g = {
+        "1": {"class_type": "LTXOutpaintVideoFile", "inputs": {"video": "native_long.mp4", "path": ""}},
+        "2": {"class_type": "LTXOutpaintCanvas", "inputs": {
+            "video": ["1", 0], "resolution": "custom", "width": W, "height": H, "source_scale": 0.75,
+            "placement": "center", "offset_x": 0, "offset_y": 0}},
+        "3": {"class_type": "LTXOutpaintLocalBackend", "inputs": {
+            "recipe": "official", "engine": "native", "precision": "auto", "keep_loaded": False, "model_paths": ""}},
+        "4": {"class_type": "LTXOutpaintLong", "inputs": {
+            "video": ["1", 0], "canvas": ["2", 0], "prompt": "a wide meadow", "backend": ["3", 0],
+            "filename_prefix": "native/long", "detect_scenes": False, "scene_threshold": 27.0,
+            "chunk_frames": 25, "overlap_frames": 9, **request}},
+    }
+    before = _model_calls(native)
+    entry = native.run(g, timeout=900)
+    assert entry["status"]["status_str"] == "success", (entry["status"], native.log_tail())
+    shown = entry["outputs"]["4"]["images"][0]
+    path = os.path.join(native.output_dir, shown["subfolder"], shown["filename"])
+    got = decode_video(path, DecodeOptions())
+    assert (got.width, got.height) == (W, H) and got.num_frames == 40
+    with open(path + ".json") as f:
+        sidecar = json.load(f)
+    assert len(sidecar["chunks"]) >= 2
+    notes = " ".join(sidecar["notes"])
+    assert "engine: native (ComfyUI core LTX-2), recipe official" in notes
+    assert "conditioned on the previous chunk's last 9 frames (whole canvas)" in notes
+    assert any(j["kind"] == "chunk_join" for j in sidecar["joins"])
+    assert _model_calls(native) - before >= 10 * len(sidecar["chunks"])  # every chunk sampled both stages
