@@ -155,8 +155,10 @@ def _install_unload_hook() -> bool:
 
     def unload_all_models(*args, **kwargs):
         from ..local.keep import release
+        from ..local.native.run import release as release_native_loaders
 
         release("ComfyUI unloaded its models")
+        release_native_loaders()  # the loaders a long clip / batch kept between its in-process jobs
         return original(*args, **kwargs)
 
     unload_all_models._ltx_outpaint_release = True
