@@ -27,10 +27,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..backends import OutpaintJob, Progress, make_backend, prepare_job
+from ..backends import Progress, make_backend, prepare_job
 from ..cost import estimate_cost
 from ..errors import InputError
-from ..media.canvas import CanvasSpec, layout_canvas
+from ..media.canvas import CanvasSpec
 from ..media.decode import Audio, Clip, silent_audio
 from ..request import OutpaintRequest
 from .analyze import Analysis, analyze_clip
