@@ -19,7 +19,7 @@ from long_clips import write_long_clip
 from ltx_outpaint.batch.inputs import list_inputs
 from ltx_outpaint.batch.progress import BatchProgress
 from ltx_outpaint.batch.runner import run_batch
-from ltx_outpaint.batch.state import MANIFEST, SUMMARY_CSV, SUMMARY_JSON
+from ltx_outpaint.batch.state import MANIFEST, SUMMARY_JSON
 from ltx_outpaint.errors import InputError
 from ltx_outpaint.fal.backend import FalConfig
 from ltx_outpaint.fal.journal import Journal
