@@ -82,6 +82,8 @@ def native(tmp_path_factory, tiny_models):
 
 def _graph(video_name: str, *, seed=3, recipe="official", engine="native", lora=False, prefix="native/out",
            backend_extra=None, generate_audio=True, expansion=False) -> dict:
+    backend_extra = dict(backend_extra or {})
+    recipe = backend_extra.pop("recipe", recipe)
     g = {
         "1": {"class_type": "LTXOutpaintLoadVideo", "inputs": {
             "video": video_name, "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1,
@@ -134,6 +136,7 @@ def _frames(server, prefix, seed) -> torch.Tensor:
 
 def test_native_engine_runs_the_official_recipe_end_to_end(native):
     name = _put_clip(native)
+    before = _model_calls(native)
     entry = native.run(_graph(name, lora=True), timeout=600)
     assert entry["status"]["status_str"] == "success", (entry["status"], native.log_tail())
     saved = entry["outputs"]["6"]["images"][0]
@@ -152,9 +155,13 @@ def test_native_engine_runs_the_official_recipe_end_to_end(native):
     log = native.log_text()
     assert "lora key not loaded" not in log  # every LoRA entry reached a core weight
     assert "TEST-ONLY: ComfyUI's Gemma 3 12B sizes patched" in log
-    # the expansion really ran core's nodes: the sampler called the model (2 stages, 8 + 2 steps)
-    with open(os.path.join(native.probe_dir, "model_calls.log")) as f:
-        assert len(f.read().splitlines()) >= 10
+    # the expansion really ran core's nodes: this run's sampler called the model (2 stages, 8 + 2 steps)
+    assert _model_calls(native) - before >= 10
+    # ... and the user LoRA took part: the same run without it gives other frames
+    with_lora = _frames(native, "native/out", 3)
+    entry = native.run(_graph(name, prefix="native/nolora"), timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert float((with_lora - _frames(native, "native/nolora", 3)).abs().mean()) > 1e-4
 
 
 def test_same_seed_is_identical_and_another_seed_differs(native):
@@ -279,3 +286,76 @@ def test_long_clip_chunks_run_natively_each_guided_by_the_previous_one(native):
     assert "conditioned on the previous chunk's last 9 frames (whole canvas)" in notes
     assert any(j["kind"] == "chunk_join" for j in sidecar["joins"])
     assert _model_calls(native) - before >= 10 * len(sidecar["chunks"])  # every chunk sampled both stages
+
+
+@pytest.mark.parametrize("case", ["ic_lora_pipeline, no audio track", "no source audio, prompt expansion",
+                                  "5.1 source audio, video_strength 0.6"])
+def test_other_paths_of_the_graph_run(native, case):
+    """The ic_lora_pipeline recipe (spatial upsampler) with generate_audio off (a video-only latent), a silent
+    source (audio generated with the picture) with Gemma's prompt enhancement (core's TextGenerateLTX2Prompt),
+    and a 5.1 source (its front left / right frozen) with video_strength < 1 (the guide's attention kept at 1)."""
+    kw, backend, audio_layout = {}, {}, "stereo"
+    if case.startswith("ic_lora_pipeline"):
+        backend, kw = {"recipe": "ic_lora_pipeline"}, {"generate_audio": False}
+    elif case.startswith("no source audio"):
+        audio_layout, kw = None, {"expansion": True}
+    else:
+        audio_layout = "5.1"
+    name = f"native_{case.split(',')[0].replace(' ', '_').replace('.', '')}.mp4"
+    shutil.copyfile(clip(name, width=64, height=96, frames=12, fps=8, audio_layout=audio_layout),
+                    os.path.join(native.input_dir, name))
+    g = _graph(name, seed=12, prefix=f"native/{name[:-4]}", backend_extra=backend, **kw)
+    if case.startswith("5.1"):
+        g["5"]["inputs"]["video_strength"] = 0.6
+    before = _model_calls(native)
+    entry = native.run(g, timeout=600)
+    assert entry["status"]["status_str"] == "success", (entry["status"], native.log_tail())
+    assert _model_calls(native) > before
+    text = json.dumps(entry["outputs"])  # the expansion's finish node reports for the outpaint node
+    saved = entry["outputs"]["6"]["images"][0]
+    got = decode_video(os.path.join(native.output_dir, saved["subfolder"], saved["filename"]), DecodeOptions())
+    assert (got.width, got.height, got.num_frames) == (W, H, FRAMES)
+    if case.startswith("ic_lora_pipeline"):
+        assert "recipe ic_lora_pipeline" in text and got.audio.silent  # no audio track: read back as silence
+    elif case.startswith("no source audio"):
+        assert got.audio is not None and not got.audio.silent  # generated with the picture
+        assert "prompt expanded by Gemma (enable_prompt_expansion)" in text
+    else:
+        assert got.audio is not None and got.audio.waveform.shape[0] == 2
+
+
+def test_spatially_tiled_decode_equals_a_whole_decode_at_full_size(monkeypatch):
+    """The final decode's 2 x 2 tiles (overlap 6 latent cells, linear ramps) at 1920x1088 (34 x 60 latent cells:
+    the tiny tests' canvases are one tile) equal one whole decode when the VAE is position independent (a
+    stand-in VAE: a real one is not, so only this geometry is checked here)."""
+    import sys
+    import types
+
+    from ltx_outpaint.local.native.ops import spatial_tiled_decode
+
+    mm = types.ModuleType("comfy.model_management")  # the only ComfyUI call in it: the interrupt check
+    mm.throw_exception_if_processing_interrupted = lambda: None
+    comfy = types.ModuleType("comfy")
+    comfy.model_management = mm
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+
+    class StandInVAE:
+        downscale_index_formula = (8, 32, 32)
+
+        def __init__(self):
+            self.calls = []
+
+        def decode(self, samples):
+            self.calls.append(tuple(samples.shape[-2:]))
+            x = samples[:, :3].repeat_interleave(8, 2)[:, :, 7:]
+            x = torch.nn.functional.interpolate(x, scale_factor=(1, 32, 32), mode="nearest")
+            return x.permute(0, 2, 3, 4, 1).sigmoid()
+
+    latent = torch.randn(1, 8, 3, 34, 60)
+    whole = StandInVAE().decode(latent).reshape(-1, 34 * 32, 60 * 32, 3)
+    vae = StandInVAE()
+    tiled = spatial_tiled_decode(vae, latent, 2, 2, 6)
+    assert len(vae.calls) == 4 and vae.calls[0] == (20, 33)  # (34 + 6) // 2 rows, (60 + 6) // 2 columns
+    assert tiled.shape == whole.shape
+    assert float((tiled - whole).abs().max()) < 1e-5

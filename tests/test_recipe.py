@@ -162,11 +162,7 @@ def test_fal_fields_map_as_documented():
 def test_native_graph_runs_exactly_the_resolved_recipe(recipe, audio):
     """The native engine's graph, read back node by node, holds every value of the resolved recipe."""
     r = resolve(RECIPES[recipe], _request(generate_audio=audio), width=192, height=128, frames=9, seed=5)
-    models = NativeModels(checkpoint=f"ltx-2.3-22b-{RECIPES[recipe].checkpoint}.safetensors",
-                          text_encoder="gemma_3_12B_it.safetensors",
-                          distilled_lora="ltxv/ltx2/ltx-2.3-22b-distilled-lora-384-1.1.safetensors",
-                          ic_lora="ltxv/ltx2/ltx-2.3-22b-ic-lora-in-outpainting-0.9.safetensors",
-                          spatial_upsampler="ltx-2.3-spatial-upscaler-x2-1.0.safetensors")
+    models = _names(recipe)
     x = NativeInputs(models=models, placed=torch.zeros(9, 128, 192, 3), mask=torch.ones(128, 192),
                      source_audio={"waveform": torch.zeros(1, 2, 16000), "sample_rate": 16000} if audio else None)
     graph, outputs = build_graph(r, x, prefix="5.ltx.", expand_prompt=False)
@@ -175,12 +171,7 @@ def test_native_graph_runs_exactly_the_resolved_recipe(recipe, audio):
         for value in node["inputs"].values():
             if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
                 assert value[0] in graph
-    assert graph_parameters(graph, models, recipe) == r.parameters()
-    # and the read-back sees a change anywhere: a different stage-2 sampler is a different recipe
-    sampler_nodes = [n for n in graph.values() if n["class_type"] == "KSamplerSelect"]
-    sampler_nodes[-1]["inputs"]["sampler_name"] = "euler"
-    assert graph_parameters(graph, models, recipe)["stage2"]["sampler"] == "euler"
-    assert graph_parameters(graph, models, recipe) != r.parameters() or r.stages[1].sampler == "euler"
+    assert graph_parameters(graph, models, recipe) == r.parameters(has_source_audio=audio)
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
@@ -204,3 +195,95 @@ def test_both_engines_run_the_same_parameters_for_the_same_request(recipe, kw):
     ltxcore = pipeline.parameters(r, None, has_source_audio=True)
     assert native == ltxcore
     assert native == r.parameters()
+
+
+def _names(recipe: str) -> NativeModels:
+    return NativeModels(checkpoint=f"ltx-2.3-22b-{RECIPES[recipe].checkpoint}.safetensors",
+                        text_encoder="gemma_3_12B_it.safetensors",
+                        distilled_lora="ltxv/ltx2/ltx-2.3-22b-distilled-lora-384-1.1.safetensors",
+                        ic_lora="ltxv/ltx2/ltx-2.3-22b-ic-lora-in-outpainting-0.9.safetensors",
+                        spatial_upsampler="ltx-2.3-spatial-upscaler-x2-1.0.safetensors")
+
+
+def _official_graph(**request_kw):
+    r = resolve(OFFICIAL, _request(**request_kw), width=192, height=128, frames=9, seed=5)
+    audio = {"waveform": torch.zeros(1, 2, 16000), "sample_rate": 16000}
+    x = NativeInputs(models=_names("official"), placed=torch.zeros(9, 128, 192, 3), mask=torch.ones(128, 192),
+                     source_audio=audio)
+    graph, _ = build_graph(r, x, prefix="7.ltx.", expand_prompt=False)
+    return r, graph
+
+
+def _nodes(graph, class_type):
+    return [n for _k, n in sorted(graph.items(), key=lambda kv: int(kv[0].rsplit(".", 1)[-1]))
+            if n["class_type"] == class_type]
+
+
+#: (what is changed in the built graph) -> a function changing it; each must change the read-back
+MUTATIONS = {
+    "x2 upscale factor": lambda g: _nodes(g, "ImageScaleBy")[0]["inputs"].update(scale_by=1.5),
+    "VAE encode tile": lambda g: _nodes(g, "VAEEncodeTiled")[0]["inputs"].update(tile_size=256),
+    "VAE decode temporal tile": lambda g: _nodes(g, "VAEDecodeTiled")[0]["inputs"].update(temporal_size=64),
+    "spatial tile overlap": lambda g: _nodes(g, "LTXOutpaintSpatialTiledDecode")[0]["inputs"].update(overlap=1),
+    "guide frame": lambda g: _nodes(g, "LTXVAddGuide")[0]["inputs"].update(frame_idx=8),
+    "guide strength": lambda g: _nodes(g, "LTXVAddGuide")[0]["inputs"].update(strength=0.5),
+    "stage 1 seed": lambda g: _nodes(g, "RandomNoise")[0]["inputs"].update(noise_seed=99),
+    "stage 2 seed": lambda g: _nodes(g, "RandomNoise")[1]["inputs"].update(noise_seed=99),
+    "stage 1 cfg": lambda g: _nodes(g, "CFGGuider")[0]["inputs"].update(cfg=7.0),
+    "stage 2 cfg": lambda g: _nodes(g, "CFGGuider")[1]["inputs"].update(cfg=7.0),
+    "checkpoint": lambda g: _nodes(g, "CheckpointLoaderSimple")[0]["inputs"].update(
+        ckpt_name="ltx-2.3-22b-distilled.safetensors"),
+    "stage 1 sampler": lambda g: _nodes(g, "KSamplerSelect")[0]["inputs"].update(sampler_name="euler"),
+    "stage 2 sampler": lambda g: _nodes(g, "KSamplerSelect")[1]["inputs"].update(sampler_name="dpmpp_2m"),
+    "stage 1 sigmas": lambda g: _nodes(g, "ManualSigmas")[0]["inputs"].update(sigmas="1.0, 0.5, 0.0"),
+    "stage 2 sigmas": lambda g: _nodes(g, "ManualSigmas")[1]["inputs"].update(sigmas="0.9, 0.4219, 0.0"),
+    "distilled LoRA strength": lambda g: _nodes(g, "LoraLoaderModelOnly")[0]["inputs"].update(strength_model=0.25),
+    "IC-LoRA strength": lambda g: _nodes(g, "LoraLoaderModelOnly")[1]["inputs"].update(strength_model=0.5),
+    "stage 1 blend": lambda g: _nodes(g, "LTXOutpaintPyramidBlend")[0]["inputs"].update(dilation=2),
+    "final blend": lambda g: _nodes(g, "LTXOutpaintPyramidBlend")[1]["inputs"].update(dilation=5),
+    "fill colour": lambda g: _nodes(g, "LTXOutpaintStageInputs")[0]["inputs"].update(fill_rgb="0,255,0"),
+    "negative prompt": lambda g: _nodes(g, "CLIPTextEncode")[1]["inputs"].update(text="x"),
+    "frame rate": lambda g: _nodes(g, "LTXVConditioning")[0]["inputs"].update(frame_rate=25.0),
+    "frames": lambda g: _nodes(g, "EmptyLTXVLatentVideo")[0]["inputs"].update(length=17),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_the_read_back_sees_every_change_to_the_graph(name):
+    r, graph = _official_graph()
+    assert graph_parameters(graph, _names("official"), "official") == r.parameters()
+    MUTATIONS[name](graph)
+    assert graph_parameters(graph, _names("official"), "official") != r.parameters(), name
+
+
+def test_video_strength_keeps_the_reference_attention_at_one_as_the_workflow_does():
+    """Core's LTXVAddGuide would also cut the guide's attention to video_strength; the graph restores 1 (the
+    official guide node's attention_strength), as the ltx-core engine attends: the read-back shows both."""
+    r, graph = _official_graph(video_strength=0.6)
+    params = graph_parameters(graph, _names("official"), "official")
+    assert params["reference_strength"] == 0.6 and params["reference_attention"] == 1.0
+    assert params == r.parameters()
+    (att,) = _nodes(graph, "LTXOutpaintGuideAttention")
+    assert att["inputs"]["attention_strength"] == 1.0
+    r1, graph1 = _official_graph()
+    assert not _nodes(graph1, "LTXOutpaintGuideAttention")  # strength 1: core's node alone does it
+    att["inputs"]["attention_strength"] = 0.6  # as core alone would leave it: a different recipe
+    assert graph_parameters(graph, _names("official"), "official") != r.parameters()
+
+
+def test_a_source_without_audio_gets_generated_audio_in_both_engines():
+    pipeline = pytest.importorskip("ltx_outpaint.local.ltxcore.pipeline")
+    r = resolve(OFFICIAL, _request(), width=192, height=128, frames=9, seed=5)
+    x = NativeInputs(models=_names("official"), placed=torch.zeros(9, 128, 192, 3), mask=torch.ones(128, 192),
+                     source_audio=None)
+    graph, _ = build_graph(r, x, prefix="8.ltx.", expand_prompt=False)
+    native = graph_parameters(graph, _names("official"), "official")
+    assert native["audio"] == "generated"
+    assert native == pipeline.parameters(r, None, has_source_audio=False) == r.parameters(has_source_audio=False)
+
+
+def test_sigmas_are_written_as_plain_decimals():
+    from ltx_outpaint.local.native.graph import _sigmas
+
+    text = _sigmas((1.0, 0.909375, 0.4219, 0.00001, 0.0))
+    assert text == "1, 0.909375, 0.4219, 0.00001, 0" and "e" not in text

@@ -66,6 +66,14 @@ def _backend(backend, node: str):
     return backend
 
 
+def _release_native_loaders() -> None:
+    """The native engine keeps its loaders between a run's chunks / clips, not after the node returns (else a
+    later workflow loading the same files would hold a second copy in RAM)."""
+    from ..local.native.run import release
+
+    release()
+
+
 def video_file(video) -> tuple[str, list[str]]:
     """The file behind a VIDEO (our Load Video / Video File, core Load Video), and notes."""
     if isinstance(video, SourceVideo):
@@ -181,9 +189,12 @@ class OutpaintLong(io.ComfyNode):
         file = f"{name}_{counter:05}_.mp4"
         path = os.path.join(folder, file)
         progress = ComfyProgress(cls.hidden.unique_id)
-        result = await interruptible(run_long_async(
-            source, path, request, canvas, config, _options(detect_scenes, scene_threshold, chunk_frames,
-                                                            overlap_frames), progress))
+        try:
+            result = await interruptible(run_long_async(
+                source, path, request, canvas, config, _options(detect_scenes, scene_threshold, chunk_frames,
+                                                                overlap_frames), progress))
+        finally:
+            _release_native_loaders()
         text = "\n".join([result.summary(), *notes, f"saved {path}"])
         shown = ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]).as_dict()
         return io.NodeOutput(InputImpl.VideoFromFile(path), path, text, ui={**shown, "text": (text,)})
@@ -284,10 +295,13 @@ class OutpaintFolder(io.ComfyNode):
         out_dir = cls._out_dir(output_subfolder)
         inputs = list_inputs([source], field="folder", exclude=out_dir)
         progress = ComfyProgress(cls.hidden.unique_id)
-        summary = await interruptible(run_batch_async(
-            inputs, out_dir, request, canvas, _backend(backend, FOLDER_NODE),
-            _options(detect_scenes, scene_threshold, chunk_frames, overlap_frames), concurrency=concurrency,
-            max_total_cost_usd=max_total_cost_usd, sink=BatchSink(progress).sink))
+        try:
+            summary = await interruptible(run_batch_async(
+                inputs, out_dir, request, canvas, _backend(backend, FOLDER_NODE),
+                _options(detect_scenes, scene_threshold, chunk_frames, overlap_frames), concurrency=concurrency,
+                max_total_cost_usd=max_total_cost_usd, sink=BatchSink(progress).sink))
+        finally:
+            _release_native_loaders()
         text = summary.text()
         return io.NodeOutput(text, summary.summary_csv, out_dir, ui=ui.PreviewText(text))
 

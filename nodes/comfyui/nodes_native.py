@@ -16,6 +16,7 @@ from comfy_api.latest import io
 from ..backends import OutpaintResult
 from ..backends.preview import fit_audio
 from ..cost import estimate_cost
+from ..errors import InputError
 from ..request import LORA_TARGETS
 from .common import CATEGORY, OUTPAINT_OUTPUTS, from_comfy_audio, outpaint_outputs
 
@@ -48,7 +49,13 @@ class StageInputs(io.ComfyNode):
     def execute(cls, placed, mask, fill_rgb, stage1_scale) -> io.NodeOutput:
         from ..local.blend import official_stage_inputs
 
-        fill = tuple(int(c) for c in fill_rgb.split(","))
+        try:
+            fill = tuple(int(c) for c in fill_rgb.split(","))
+        except ValueError:
+            fill = ()
+        if len(fill) != 3 or not all(0 <= c <= 255 for c in fill):
+            raise InputError("fill_rgb", f"got {fill_rgb!r}; expected three integers 0 to 255, e.g. 102,255,0",
+                             node="Outpaint Stage Inputs")
         m = mask[0] if mask.dim() == 3 else mask
         s = official_stage_inputs(placed, m, fill, stage1_scale=stage1_scale)
         return io.NodeOutput(s.full_ref, s.full_mask, s.half_ref, s.half_mask)
@@ -149,6 +156,28 @@ class LoraTarget(io.ComfyNode):
         return io.NodeOutput(apply_lora_target(model, lora_path, strength, target))
 
 
+class GuideAttention(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LTXOutpaintGuideAttention",
+            display_name="Guide Attention Strength (LTX Outpaint)",
+            category=ENGINE_CATEGORY,
+            description="Set the attention strength of the last guide LTXVAddGuide added (it uses the guide's "
+                        "strength for both); the official outpaint recipe keeps the IC reference's attention at 1.",
+            inputs=[io.Conditioning.Input("positive"), io.Conditioning.Input("negative"),
+                    io.Float.Input("attention_strength", default=1.0, min=0.0, max=1.0, step=0.01)],
+            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")],
+        )
+
+    @classmethod
+    def execute(cls, positive, negative, attention_strength) -> io.NodeOutput:
+        from ..local.native.ops import set_guide_attention
+
+        return io.NodeOutput(set_guide_attention(positive, attention_strength),
+                             set_guide_attention(negative, attention_strength))
+
+
 class NativeFinish(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -179,6 +208,8 @@ class NativeFinish(io.ComfyNode):
         window = frame_window(n)
         report = quality_report(images[window], placed[:n][window], m)
         notes = list(meta.get("notes", []))
+        if meta.get("expanded"):
+            notes.append(f"prompt expanded by Gemma (enable_prompt_expansion): {prompt[:300]!r}")
         if window.stop - window.start < n:
             notes.append(f"quality measured on frames {window.start}-{window.stop - 1} of {n}")
         if torch.cuda.is_available():
@@ -191,4 +222,4 @@ class NativeFinish(io.ComfyNode):
         return outpaint_outputs(result, None, summary)
 
 
-NODES = [StageInputs, PyramidBlend, FreezeLatent, SpatialTiledDecode, LoraTarget, NativeFinish]
+NODES = [StageInputs, PyramidBlend, FreezeLatent, SpatialTiledDecode, LoraTarget, GuideAttention, NativeFinish]

@@ -196,6 +196,9 @@ IC_LORA_PIPELINE = Recipe(
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (OFFICIAL, IC_LORA_PIPELINE)}
+#: the IC reference's attention strength in both recipes: full attention whatever `video_strength` (official
+#: workflow node 5114 LTXAddVideoICLoRAGuideAdvanced, widget attention_strength = 1)
+REFERENCE_ATTENTION = 1.0
 DEFAULT_RECIPE = OFFICIAL.name
 
 
@@ -225,16 +228,23 @@ class ResolvedRecipe:
         s = self.recipe.stages[i].scale
         return int(self.width * s), int(self.height * s)
 
-    def parameters(self) -> dict:
-        """Every value an engine uses, flat (what the cross-engine test compares)."""
+    def parameters(self, has_source_audio: bool = True) -> dict:
+        """Every value an engine uses, flat (what the cross-engine test compares). `has_source_audio`: the
+        source has sound to freeze (else audio is generated with the picture)."""
         r = self.recipe
+        reference = any(st.reference for st in r.stages)
+        audio = "none" if not self.generate_audio else (r.audio if has_source_audio else "generated")
         out = {"recipe": r.name, "checkpoint": r.checkpoint, "fill_rgb": r.fill_rgb, "prompt": self.prompt,
-               "negative_prompt": self.negative_prompt, "cfg": self.cfg, "seed": self.seed,
-               "reference_strength": self.reference_strength, "frames": self.frames, "fps": self.fps,
-               "size": (self.width, self.height), "audio": r.audio if self.generate_audio else "none",
-               "blend": (r.blend_long_side, r.blend_levels)}
+               "negative_prompt": self.negative_prompt, "frames": self.frames, "fps": self.fps,
+               "size": (self.width, self.height), "audio": audio, "blend": (r.blend_long_side, r.blend_levels),
+               "reference_strength": self.reference_strength if reference else None,
+               "reference_frame": 0 if reference else None,
+               "reference_attention": REFERENCE_ATTENTION if reference else None,
+               "vae_tiles": r.vae_tiles if any(st.init == "pixels_x2" for st in r.stages) else None,
+               "spatial_tiles": r.spatial_tiles}
         for i, st in enumerate(r.stages):
             out[f"stage{i + 1}"] = {"size": self.stage_size(i), "sigmas": st.sigmas, "sampler": st.sampler,
+                                    "cfg": self.cfg, "seed": self.seed,
                                     "distilled_lora": st.distilled_lora, "ic_lora": st.ic_lora,
                                     "reference": st.reference, "init": st.init, "take": st.take,
                                     "decode": st.decode, "blend_dilation": st.blend_dilation}

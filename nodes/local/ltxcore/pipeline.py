@@ -145,16 +145,20 @@ class RunPlan:
 
     def parameters(self) -> dict:
         """Every value this plan runs, flat, in the format of ``ResolvedRecipe.parameters()``."""
-        s1 = self.stages[0]
+        ref = next((s for s in self.stages if s.reference), None)
         out = {"recipe": self.recipe, "checkpoint": self.checkpoint_role, "fill_rgb": tuple(self.fill_rgb),
-               "prompt": self.prompt, "negative_prompt": self.negative_prompt, "cfg": s1.cfg, "seed": self.seed,
-               "reference_strength": next((s.reference_strength for s in self.stages if s.reference),
-                                          s1.reference_strength),
+               "prompt": self.prompt, "negative_prompt": self.negative_prompt,
                "frames": self.frames, "fps": self.fps, "size": (self.width, self.height), "audio": self.audio,
-               "blend": (self.blend_long_side, self.blend_levels)}
+               "blend": (self.blend_long_side, self.blend_levels),
+               "reference_strength": ref.reference_strength if ref else None,
+               "reference_frame": 0 if ref else None,  # the reference tokens take the target's positions
+               "reference_attention": 1.0 if ref else None,  # no attention mask: full attention to them
+               "vae_tiles": tuple(self.vae_tiles) if any(s.init == "pixels_x2" for s in self.stages) else None,
+               "spatial_tiles": tuple(self.spatial_tiles)}
         for st in self.stages:
             out[f"stage{st.index}"] = {
                 "size": (st.width, st.height), "sigmas": tuple(st.sigmas), "sampler": st.sampler,
+                "cfg": st.cfg, "seed": self.seed,
                 "distilled_lora": st.strength("distilled_lora"), "ic_lora": st.strength("ic_lora_outpaint"),
                 "reference": st.reference, "init": st.init, "take": st.take, "decode": st.decode,
                 "blend_dilation": st.blend_dilation}

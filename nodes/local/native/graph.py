@@ -7,11 +7,12 @@ the recipe values back out of such a graph (what will actually run), in the form
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..recipe import ResolvedRecipe
+from ..recipe import REFERENCE_ATTENTION, ResolvedRecipe
 from .models import NativeModels
 
 #: The pack's helper node ids (registered by nodes/comfyui/nodes_native.py).
@@ -20,6 +21,7 @@ FREEZE = "LTXOutpaintFreezeLatent"
 BLEND = "LTXOutpaintPyramidBlend"
 TILED_DECODE = "LTXOutpaintSpatialTiledDecode"
 LORA = "LTXOutpaintLoraTarget"
+GUIDE_ATTENTION = "LTXOutpaintGuideAttention"
 FINISH = "LTXOutpaintNativeFinish"
 
 
@@ -67,7 +69,8 @@ class NativeInputs:
 
 
 def _sigmas(values) -> str:
-    return ", ".join(f"{v:g}" for v in values)
+    """ManualSigmas text: plain decimals (its parser reads no exponents: never "1e-05")."""
+    return ", ".join(format(float(v), ".8f").rstrip("0").rstrip(".") or "0" for v in values)
 
 
 def build_graph(r: ResolvedRecipe, x: NativeInputs, prefix: str, *, expand_prompt: bool) -> tuple[dict, list]:
@@ -129,6 +132,13 @@ def build_graph(r: ResolvedRecipe, x: NativeInputs, prefix: str, *, expand_promp
         guide = g.node("LTXVAddGuide", positive=positive, negative=negative, vae=vae, latent=video,
                        image=si.out(2), frame_idx=0, strength=r.reference_strength)
         positive, negative, video = guide.out(0), guide.out(1), guide.out(2)
+        if r.reference_strength != REFERENCE_ATTENTION:
+            # core's LTXVAddGuide also sets the guide's attention strength to `strength`; the official workflow's
+            # guide node keeps attention at 1 whatever the strength (LTXAddVideoICLoRAGuideAdvanced
+            # attention_strength 1, node 5114), as the ltx-core engine does
+            att = g.node(GUIDE_ATTENTION, positive=positive, negative=negative,
+                         attention_strength=REFERENCE_ATTENTION)
+            positive, negative = att.out(0), att.out(1)
     audio = None
     if want_audio:
         if x.source_audio is not None:  # the source sound, frozen: the picture follows it
@@ -210,59 +220,94 @@ def _model_chain(graph: dict, link, models: NativeModels) -> dict:
     return out
 
 
+#: which input carries a node's main stream through it (for looking through nodes in a read-back)
+_THROUGH = {"LTXVConcatAVLatent": "video_latent", "LTXVImgToVideoInplace": "latent", "LTXVAddGuide": "latent",
+            FREEZE: "latent", GUIDE_ATTENTION: "positive"}
+
+
+def _source(graph: dict, link, *skip: str) -> dict:
+    """The node a link comes from, looking through nodes of the `skip` types (along their main input)."""
+    n = _node(graph, link)
+    while n["class_type"] in skip:
+        n = _node(graph, n["inputs"][_THROUGH[n["class_type"]]])
+    return n
+
+
 def graph_parameters(graph: dict, models: NativeModels, recipe_name: str) -> dict:
-    """The recipe values a native graph will run, in `ResolvedRecipe.parameters()` form."""
+    """The recipe values a native graph will run, in `ResolvedRecipe.parameters()` form, each read from the node
+    that uses it (a change to any of them in the graph changes the result)."""
+    def order(k: str) -> int:
+        tail = k.rsplit(".", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
     by_type: dict[str, list[str]] = {}
-    for node_id in sorted(graph, key=lambda k: int(k.rsplit(".", 1)[-1]) if k.rsplit(".", 1)[-1].isdigit() else 0):
+    for node_id in sorted(graph, key=order):
         by_type.setdefault(graph[node_id]["class_type"], []).append(node_id)
-    samplers = [graph[i] for i in by_type["SamplerCustomAdvanced"]]
-    consumers = {}
+    first = lambda t: graph[by_type[t][0]]["inputs"] if by_type.get(t) else None  # noqa: E731
+    consumers: dict[tuple, list[str]] = {}
     for node_id, n in graph.items():
         for value in n["inputs"].values():
             if isinstance(value, list) and len(value) == 2 and value[0] in graph:
                 consumers.setdefault(tuple(value), []).append(node_id)
-    si = graph[by_type[STAGE_INPUTS][0]]["inputs"]
-    latent = graph[by_type["EmptyLTXVLatentVideo"][0]]["inputs"]
-    guides = [graph[i]["inputs"] for i in by_type.get("LTXVAddGuide", [])]
-    neg_text = graph[by_type["CLIPTextEncode"][1]]["inputs"]["text"]
-    pos_text = graph[by_type["CLIPTextEncode"][0]]["inputs"]["text"]
-    cond = graph[by_type["LTXVConditioning"][0]]["inputs"]
+    si = first(STAGE_INPUTS)
+    latent = first("EmptyLTXVLatentVideo")
+    guide = first("LTXVAddGuide")
+    attention = first(GUIDE_ATTENTION)
+    cond = first("LTXVConditioning")
+    texts = [graph[i]["inputs"]["text"] for i in by_type["CLIPTextEncode"]]
     blends = [graph[i]["inputs"] for i in by_type[BLEND]]
-    decode_2 = graph[by_type[TILED_DECODE][0]]["inputs"]
+    ckpt = first("CheckpointLoaderSimple")
+    enc, dec = first("VAEEncodeTiled"), first("VAEDecodeTiled")
+    spatial = first(TILED_DECODE)
     placed = si["placed"]
     height, width = int(placed.shape[1]), int(placed.shape[2])
-    has_audio = "LTXVConcatAVLatent" in by_type
-    frozen = FREEZE in by_type
-    out = {"recipe": recipe_name, "checkpoint": "dev" if "dev" in str(models.checkpoint).lower() else "distilled",
-           "fill_rgb": tuple(int(c) for c in si["fill_rgb"].split(",")), "prompt": pos_text,
-           "negative_prompt": neg_text, "seed": None, "cfg": None,
-           "reference_strength": float(guides[0]["strength"]) if guides else None, "frames": int(latent["length"]),
-           "fps": float(cond["frame_rate"]), "size": (width, height),
-           "audio": ("frozen_source" if frozen else "generated") if has_audio else "none",
-           "blend": (int(blends[-1]["long_side"]), int(blends[-1]["levels"]))}
-    for i, s in enumerate(samplers):
-        inp = s["inputs"]
+    audio = "none"
+    if "LTXVConcatAVLatent" in by_type:  # what the first stage's audio latent is
+        a = _source(graph, graph[by_type["LTXVConcatAVLatent"][0]]["inputs"]["audio_latent"], FREEZE)
+        audio = {"LTXVAudioVAEEncode": "frozen_source", "LTXVEmptyLatentAudio": "generated"}.get(a["class_type"], "?")
+    name = (ckpt or {}).get("ckpt_name", models.checkpoint or "")
+    vae_tiles = None
+    if enc is not None or dec is not None:
+        tiles = {tuple(int(x[k]) for k in ("tile_size", "overlap", "temporal_size", "temporal_overlap"))
+                 for x in (enc, dec) if x is not None}
+        vae_tiles = tiles.pop() if len(tiles) == 1 else tuple(sorted(tiles))
+    out = {"recipe": recipe_name,
+           "checkpoint": "dev" if "dev" in os.path.basename(str(name)).lower() else "distilled",
+           "fill_rgb": tuple(int(c) for c in si["fill_rgb"].split(",")), "prompt": texts[0],
+           "negative_prompt": texts[1], "frames": int(latent["length"]), "fps": float(cond["frame_rate"]),
+           "size": (width, height), "audio": audio,
+           "blend": (int(blends[-1]["long_side"]), int(blends[-1]["levels"])),
+           "reference_strength": float(guide["strength"]) if guide else None,
+           "reference_frame": int(guide["frame_idx"]) if guide else None,
+           "reference_attention": float(attention["attention_strength"]) if attention else (
+               float(guide["strength"]) if guide else None),
+           "vae_tiles": vae_tiles,
+           "spatial_tiles": tuple(int(spatial[k]) for k in ("horizontal_tiles", "vertical_tiles", "overlap"))}
+    for i, sampler_id in enumerate(by_type["SamplerCustomAdvanced"]):
+        inp = graph[sampler_id]["inputs"]
         noise, guider = _node(graph, inp["noise"]), _node(graph, inp["guider"])
-        out["seed"] = int(noise["inputs"]["noise_seed"])
-        out["cfg"] = float(guider["inputs"]["cfg"])
         sigmas = tuple(float(v) for v in re.findall(r"[-+]?\d*\.?\d+", _node(graph, inp["sigmas"])["inputs"]["sigmas"]))
         chain = _model_chain(graph, guider["inputs"]["model"], models)
-        sampler_id = by_type["SamplerCustomAdvanced"][i]
-        took = "denoised_output" if consumers.get((sampler_id, 1)) else "output"
-        reference = any(_node(graph, guider["inputs"]["positive"]) is graph[g] for g in by_type.get("LTXVAddGuide", []))
+        positive_from = _source(graph, guider["inputs"]["positive"], GUIDE_ATTENTION)
         stage = {"sigmas": sigmas, "sampler": _node(graph, inp["sampler"])["inputs"]["sampler_name"],
-                 "distilled_lora": chain["distilled_lora"], "ic_lora": chain["ic_lora"], "reference": reference,
-                 "take": took}
+                 "cfg": float(guider["inputs"]["cfg"]), "seed": int(noise["inputs"]["noise_seed"]),
+                 "distilled_lora": chain["distilled_lora"], "ic_lora": chain["ic_lora"],
+                 "reference": positive_from["class_type"] == "LTXVAddGuide",
+                 "take": "denoised_output" if consumers.get((sampler_id, 1)) else "output"}
+        video_in = _source(graph, inp["latent_image"], "LTXVConcatAVLatent", "LTXVImgToVideoInplace",
+                           "LTXVAddGuide")
         if i == 0:
             stage["size"] = (int(latent["width"]), int(latent["height"]))
-            stage["init"] = "empty"
-            dec = [graph[n]["inputs"] for n in by_type.get("VAEDecodeTiled", [])]
-            stage["decode"] = "tiled" if dec else "none"
+            stage["init"] = "empty" if video_in["class_type"] == "EmptyLTXVLatentVideo" else video_in["class_type"]
+            stage["decode"] = "tiled" if dec is not None else "none"
             stage["blend_dilation"] = int(blends[0]["dilation"]) if len(blends) > 1 else 0
         else:
-            stage["size"] = (width, height)
-            stage["init"] = "latent_upsampler" if "LTXVLatentUpsampler" in by_type else "pixels_x2"
-            stage["decode"] = "spatial_tiles" if decode_2 else "none"
+            up = first("ImageScaleBy")
+            stage["init"] = {"VAEEncodeTiled": "pixels_x2", "LTXVLatentUpsampler": "latent_upsampler"}.get(
+                video_in["class_type"], video_in["class_type"])
+            factor = float(up["scale_by"]) if stage["init"] == "pixels_x2" else 2.0  # the x2 upsampler model
+            stage["size"] = (round(int(latent["width"]) * factor), round(int(latent["height"]) * factor))
+            stage["decode"] = "spatial_tiles" if spatial is not None else "none"
             stage["blend_dilation"] = int(blends[-1]["dilation"])
         out[f"stage{i + 1}"] = stage
     return out

@@ -41,14 +41,19 @@ def _match(names: list[str], patterns: tuple[str, ...]) -> str | None:
 
 
 def find_native_models(recipe, *, fp8: bool, listing, folders, need_checkpoint: bool = True,
-                       need_text_encoder: bool = True) -> NativeModels:
+                       need_text_encoder: bool = True, any_checkpoint: bool = False) -> NativeModels:
     """Resolve the files `recipe` needs. `listing(kind)` lists names (folder_paths.get_filename_list) and
-    `folders(kind)` the folders searched (for the error). Raises one MissingModelsError naming them all."""
+    `folders(kind)` the folders searched (for the error). Raises one MissingModelsError naming them all.
+    `any_checkpoint`: the transformer comes from a socket, so any LTX-2.3 checkpoint serves the VAE / audio
+    VAE / text projection (the recipe's own one first)."""
     cat = catalogue(fp8=fp8)
     wanted: dict[str, tuple[str, tuple[str, ...]]] = {}  # role -> (folder kind, patterns)
     if need_checkpoint:
         role = recipe.checkpoint
-        wanted["checkpoint"] = ("checkpoints", cat[role].candidates)
+        patterns = cat[role].candidates
+        if any_checkpoint:
+            patterns += tuple(p for r in ("dev", "distilled") for p in cat[r].candidates if p not in patterns)
+        wanted["checkpoint"] = ("checkpoints", patterns)
     if need_text_encoder:
         order = GEMMA_FILES["fp8"] + GEMMA_FILES["bf16"] if fp8 else GEMMA_FILES["bf16"] + GEMMA_FILES["fp8"]
         wanted["text_encoder"] = ("text_encoders", order + GEMMA_ANY)
@@ -72,8 +77,10 @@ def find_native_models(recipe, *, fp8: bool, listing, folders, need_checkpoint: 
                 "text_encoders/gemma_3_12B_it.safetensors, or its _fp8_scaled variant)" if role == "text_encoder"
                 else mf.source_url)
         missing.append(role)
+        socket = {"checkpoint": " (or connect the backend node's model, clip, vae and audio_vae sockets)",
+                  "text_encoder": " (or connect the backend node's clip socket)"}.get(role, "")
         lines.append(f"- {role}: {mf.description} ({mf.size_hint}); looked for {' or '.join(patterns)} "
-                     f"in {where} and their subfolders; get it from {hint}")
+                     f"in {where} and their subfolders; get it from {hint}{socket}")
     if missing:
         raise MissingModelsError(missing, f"the {recipe.name} recipe needs {len(missing)} model file(s) that "
                                  "ComfyUI's model folders do not have:\n" + "\n".join(lines))

@@ -22,6 +22,21 @@ def freeze_latent(latent: dict) -> dict:
     return out
 
 
+def set_guide_attention(conditioning: list, strength: float) -> list:
+    """The conditioning with its last guide's attention strength set to `strength` (core's LTXVAddGuide sets it
+    to the guide's denoise strength; the official workflow's IC guide keeps attention at 1: with 1 and no
+    pixel mask core builds no attention bias at all)."""
+    out = []
+    for tensor, values in conditioning:
+        values = dict(values)
+        entries = list(values.get("guide_attention_entries") or [])
+        if entries:
+            entries[-1] = {**entries[-1], "strength": float(strength)}
+            values["guide_attention_entries"] = entries
+        out.append([tensor, values])
+    return out
+
+
 def _ramp(n: int, rising: bool, device) -> torch.Tensor:
     return torch.linspace(0, 1, n, device=device) if rising else torch.linspace(1, 0, n, device=device)
 

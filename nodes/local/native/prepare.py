@@ -37,8 +37,9 @@ def native_graph(job: OutpaintJob, config, progress: Progress, *, prefix: str) -
     need_ckpt = config.model is None or config.vae is None or config.clip is None or (
         request.generate_audio and config.audio_vae is None)
     models = find_native_models(recipe, fp8=prefer_fp8(config.precision, config.device),
-                                listing=folder_paths.get_filename_list, folders=folder_paths.get_folder_paths,
-                                need_checkpoint=need_ckpt, need_text_encoder=config.clip is None)
+                                listing=folder_paths.get_filename_list, folders=_shown_folders,
+                                need_checkpoint=need_ckpt, need_text_encoder=config.clip is None,
+                                any_checkpoint=config.model is not None)
     loras = tuple((p, float(s), t) for p, s, t in LocalBackend(config).user_lora_files(job))
     progress.check()
     frames = clip.frames[source_indices(clip.num_frames, clip.fps, n, fps)]
@@ -48,7 +49,9 @@ def native_graph(job: OutpaintJob, config, progress: Progress, *, prefix: str) -
     audio = None
     if clip.audio is not None and not clip.audio.silent and request.generate_audio:
         fitted = fit_audio(clip.audio, n / fps)
-        audio = {"waveform": fitted.waveform.unsqueeze(0), "sample_rate": int(fitted.sample_rate)}
+        # LTX-2's audio VAE takes stereo (core expands mono, refuses more): the front left / right of a
+        # multichannel layout, as the ltx-core engine feeds it
+        audio = {"waveform": fitted.waveform[:2].unsqueeze(0), "sample_rate": int(fitted.sample_rate)}
     seed = request.seed if request.seed is not None else random.randint(0, 2**32 - 1)
     resolved = resolve(recipe, request, width=lay.width, height=lay.height, frames=n, seed=seed)
     notes = [f"engine: native (ComfyUI core LTX-2), recipe {recipe.name}", *resolved.notes, *models.notes]
@@ -72,13 +75,26 @@ def native_graph(job: OutpaintJob, config, progress: Progress, *, prefix: str) -
     inputs = NativeInputs(models=models, placed=placed, mask=lay.mask(), source_audio=audio, loras=loras,
                           first_frame=first, model=config.model, clip=config.clip, vae=config.vae,
                           audio_vae=config.audio_vae, start_frames=start,
-                          finish={"notes": notes, "backend": "local (native)"})
+                          finish={"notes": notes, "backend": "local (native)", "expanded": expand})
     graph, outputs = build_graph(resolved, inputs, prefix=prefix, expand_prompt=expand)
     w1, h1 = resolved.stage_size(0)
     progress.report(0, 1, f"native LTX-2.3 ({recipe.name}): stage 1 {w1}x{h1}, stage 2 {lay.width}x{lay.height}, "
                           f"{n} frames at {fps:g} fps; {len(graph)} nodes" + (f"; {planned}" if planned else ""))
     log.info("native engine: %s recipe, %dx%d, %d frames, models %s", recipe.name, lay.width, lay.height, n, models)
     return graph, outputs
+
+
+def _shown_folders(kind: str) -> list[str]:
+    """ComfyUI's folders of `kind` as an error may show them: relative to ComfyUI's base folder, never a path
+    elsewhere on the server (those are "an extra model folder")."""
+    import folder_paths
+
+    base = os.path.abspath(getattr(folder_paths, "base_path", "") or os.getcwd())
+    shown = []
+    for folder in folder_paths.get_folder_paths(kind):
+        rel = os.path.relpath(os.path.abspath(folder), base)
+        shown.append(rel.replace(os.sep, "/") if not rel.startswith("..") else f"an extra {kind} folder")
+    return shown
 
 
 def memory_plan_text(resolved, models, *, has_source_audio: bool) -> str | None:

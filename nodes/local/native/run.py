@@ -20,7 +20,23 @@ REUSABLE = ("CheckpointLoaderSimple", "LoraLoaderModelOnly", "LTXAVTextEncoderLo
 _kept: dict[Any, tuple] = {}
 
 
+def _accepted(cls, inputs: dict) -> dict:
+    """Only the inputs the node declares (as ComfyUI's executor does: a core version without one of them
+    ignores it instead of failing on an unexpected keyword)."""
+    try:
+        declared = cls.INPUT_TYPES()
+    except Exception:  # noqa: BLE001 - no declaration to filter by: pass everything
+        return inputs
+    names = {n for section in ("required", "optional") for n in declared.get(section, {})}
+    dropped = sorted(set(inputs) - names - {"sampling_mode"})
+    if dropped:
+        log.info("native engine: %s takes no %s in this ComfyUI; left out", getattr(cls, "__name__", cls),
+                 ", ".join(dropped))
+    return {k: v for k, v in inputs.items() if k in names or k == "sampling_mode"}
+
+
 def _call(cls, inputs: dict) -> tuple:
+    inputs = _accepted(cls, inputs)
     if hasattr(cls, "FUNCTION") and not hasattr(cls, "define_schema"):
         return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
     out = cls.execute(**inputs)
