@@ -91,8 +91,8 @@ FIELDS: dict[str, FieldSpec] = {
                   choices=VIDEO_QUALITIES),
         FieldSpec("video_write_mode", "enum", "balanced", "Encoder speed / file size trade-off of the "
                   "written MP4.", choices=VIDEO_WRITE_MODES),
-        FieldSpec("sync_mode", "bool", False, "fal only: return the video inline as a data URI (not kept "
-                  "in fal's request history)."),
+        FieldSpec("sync_mode", "bool", False, "fal only: return the video inline as a data URI. fal then "
+                  "keeps no copy in its request history, so Recover fal Result cannot load it later."),
         FieldSpec("loras", "loras", (), f"Up to {MAX_LORAS} LoRAs applied on top of LTX-2.3 "
                   "(path or URL, scale, transformer target)."),
     )

@@ -34,10 +34,14 @@ Choices where fal's docs are silent (kept strict so client bugs show up):
   - result before completion: 400 {"detail": "Request is still in progress"}.
   - cancel: a queued job is removed, a running one stops at once; both then read COMPLETED with
     error "Request cancelled by the client." / error_type "request_cancelled", and the result is 499
-    with that detail (fal's runner answers RequestCancelledException with 499).
+    with that detail (fal's runner answers RequestCancelledException with 499). fal only *signals* a running
+    job: `running_cancel_is_ignored` keeps a running job going after its 202 (a runner that does not
+    stop), `cancel_is_ignored` every job.
   - validation: 422 at submit (default). Real fal validates in the runner, so the 422 may come from the
-    result instead: FakeFal(validate_on="result") does that (the status reads COMPLETED, no error).
-  - 429 and ingress 5xx carry no x-fal-request-id and create no job; every answer tied to a job does.
+    result instead: FakeFal(validate_on="result") does that (the status reads COMPLETED with error
+    "Unprocessable Entity", and the result answers 422 with the field errors).
+  - 429 and ingress 5xx carry no x-fal-request-id and create no job; every answer tied to a job does
+    (fault "503_json_no_id" breaks that rule on purpose: a job created, an answer without its id).
   - multipart complete wants parts in ascending partNumber order with matching ETags (quotes optional).
   - the canvas is the requested size exactly (no snapping); billing uses it even when max_side shrinks
     the written file.
@@ -95,7 +99,7 @@ PRICE_PER_UNIT_USD = 0.0024075
 
 ROUTES = ("submit", "status", "stream", "result", "cancel", "token", "initiate", "upload", "upload_init",
           "upload_part", "upload_complete", "download")
-FAULTS = ("429", "ingress_503", "503_after_create", "job_error", "drop", "stuck", "slow")
+FAULTS = ("429", "ingress_503", "503_after_create", "503_json_no_id", "job_error", "drop", "stuck", "slow")
 _JOB_FAULTS = ("job_error", "stuck")  # taken when a submit creates a job, not at arrival
 
 NGINX_503 = (b"<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n"
@@ -150,6 +154,7 @@ class Job:
     error_detail: Any = None      # result body "detail" for a failed job
     cancelled: bool = False       # a cancel took effect
     cancel_requests: int = 0
+    cancelled_in: str | None = None  # the job's status when the first cancel arrived
     logs: list[dict] = field(default_factory=list)
     requested_size: tuple[int, int] | None = None   # canvas the request asked for (W, H)
     size: tuple[int, int] | None = None             # canvas actually written (after max_side)
@@ -466,7 +471,8 @@ class FakeFal:
         workdir: where files are kept (kept after stop()); default a temp dir removed by stop().
         max_stream_s: upper bound for one SSE connection.
     Attributes: base_url, queue_url, rest_url, cdn_url, requests, jobs, submits, files, faults,
-        cancel_is_ignored (cancel answers 202 but the job keeps running, like a runner ignoring it).
+        cancel_is_ignored (cancel answers 202 but the job keeps running, like a runner ignoring it),
+        running_cancel_is_ignored (the same for a job already running; a queued one is removed).
     """
 
     KEY = DEFAULT_KEY
@@ -495,6 +501,7 @@ class FakeFal:
         self.tick_s = tick_s
         self.download_seconds = download_seconds
         self.cancel_is_ignored = False
+        self.running_cancel_is_ignored = False
         self.input_rule: Callable[[dict, bytes | None], list | None] | None = None
         self._peak_in_flight = 0
         self._own_workdir = workdir is None
@@ -652,7 +659,9 @@ class FakeFal:
 
         faults: "429" (Retry-After: params retry_after, default 0), "ingress_503" (nginx HTML, no
         x-fal-request-id; params status 502/503/504), "503_after_create" (the request is processed — a
-        submit creates a billable job — then a 503 JSON with x-fal-request-id comes back), "job_error"
+        submit creates a billable job — then a 503 JSON with x-fal-request-id comes back), "503_json_no_id"
+        (the request is processed, then a 503 JSON from fal's own layers with X-Fal-Error-Type but no
+        x-fal-request-id: not the ingress, so a submit may have created a job), "job_error"
         (submit: the job fails while running; params error_type, message, status, at="running"|"queued"),
         "drop" (close the connection: uploads after reading params fraction=0.5 of the body, downloads after
         sending fraction=0.5 of the bytes, stream after params after_events=0 events, others before
@@ -950,7 +959,9 @@ class FakeFal:
             if job.done:
                 return _json(400, {"status": "ALREADY_COMPLETED"}, hdr)
             job.cancel_requests += 1
-            if not self.cancel_is_ignored:
+            job.cancelled_in = job.cancelled_in or job.status
+            ignored = self.cancel_is_ignored or (self.running_cancel_is_ignored and job.status == "IN_PROGRESS")
+            if not ignored:
                 job.cancelled = True
                 if job.status == "IN_PROGRESS":
                     self._log(job, "Cancellation requested; stopping", "WARNING")
@@ -1545,6 +1556,9 @@ class _Handler(BaseHTTPRequestHandler):
                 resp = _json(503, {"detail": "Service temporarily unavailable: the runner connection was lost",
                                    "error_type": "runner_disconnected"},
                              {"x-fal-request-id": rid, "X-Fal-Error-Type": "runner_disconnected"})
+            if fault is not None and fault.kind == "503_json_no_id":
+                resp = _json(503, {"detail": "No runner could be scheduled", "error_type": "runner_scheduling_failure"},
+                             {"X-Fal-Error-Type": "runner_scheduling_failure"})
             if resp.stream is not None:
                 resp.stream(self)
             else:

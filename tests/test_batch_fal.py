@@ -16,6 +16,7 @@ import pytest
 
 from fal_server import FakeFal
 from long_clips import write_long_clip
+from ltx_outpaint.backends import Interrupted, Progress
 from ltx_outpaint.batch.inputs import list_inputs
 from ltx_outpaint.batch.progress import BatchProgress
 from ltx_outpaint.batch.runner import run_batch
@@ -225,3 +226,37 @@ def test_long_clip_crossfade_on_fal_is_a_blend_of_both_chunks(fal, tmp_path):
     reversed_ramp = prev * w + nxt * (1 - w)
     assert err(want) * 2 < min(err(prev), err(nxt), err(reversed_ramp))
     ra.close(), rb.close()
+
+
+class StopWhenAJobRuns(Progress):
+    """Interrupts (as ComfyUI's interrupt flag does) once fal has a chunk IN_PROGRESS."""
+
+    def __init__(self, fake: FakeFal):
+        self.fake = fake
+
+    def interrupted(self) -> bool:
+        return any(j.status == "IN_PROGRESS" for j in self.fake.jobs.values())
+
+
+@pytest.mark.parametrize("runner_stops", [True, False], ids=["runner stops", "runner ignores the cancel"])
+def test_a_stopped_long_clip_resumes_its_cancelled_chunks_without_paying_twice(fal, tmp_path, runner_stops):
+    """A stop cancels the chunks in flight, and fal only signals a running job: the re-run follows every
+    cancelled chunk by its id, collects the ones fal finished anyway (billed) and submits the others again."""
+    src = str(tmp_path / "long.mp4")
+    write_long_clip(src, 12, fps=24.0, seed=3, audio=False)
+    out = str(tmp_path / "wide.mp4")
+    opts = LongOptions(chunk_frames=96, overlap_frames=9)
+    fal.run_seconds, fal.running_cancel_is_ignored = 1.5, not runner_stops
+    with pytest.raises(Interrupted):
+        run_long(src, out, REQUEST, CANVAS, FalConfig(), opts, StopWhenAJobRuns(fal), concurrency=3)
+    for rid in list(fal.jobs):
+        fal.wait_job(rid, timeout=30)
+    cancelled = [j for j in fal.jobs.values() if j.cancel_requests]
+    finished_anyway = [j for j in cancelled if not j.cancelled]
+    assert cancelled and (bool(finished_anyway) is not runner_stops), [(j.status, j.cancelled_in) for j in cancelled]
+    assert all(Journal().get(j.request_id).may_still_run for j in cancelled)
+    fal.running_cancel_is_ignored = False
+    res = run_long(src, out, REQUEST, CANVAS, FalConfig(), opts, concurrency=3)
+    assert fal.submits == len(res.plan.chunks) + sum(1 for j in cancelled if j.cancelled)  # only what fal stopped
+    assert sum(1 for c in res.chunks if c["reused"] == "attached") == len(finished_anyway)
+    assert fal.billed_unsaved() == [] and Journal().pending() == []

@@ -129,7 +129,9 @@ def test_stuck_queue_hits_the_deadline_and_is_cancelled(fal, tmp_path, source_pa
     with pytest.raises(Exception) as e:
         run(tmp_path, source_path, config=FalConfig(output_dir=str(tmp_path / "out"), deadline_s=1.5))
     (rid,) = fal.jobs
-    assert str(e.value) == f"fal request {rid} did not finish within 1.5 s; it was cancelled"
+    assert str(e.value) == (f"fal request {rid} did not finish within 1.5 s; it was cancelled; if fal had already "
+                            f"started it, it may finish anyway and be billed: Recover fal Result then loads it "
+                            f"(request id {rid})")
     assert time.monotonic() - t0 < 10
     assert any(r.method == "PUT" and r.path.endswith("/cancel") for r in fal.requests)
     entry = Journal().get(rid)
@@ -164,6 +166,46 @@ def test_interrupt_cancels_the_job_and_stops_polling(fal, tmp_path, source_path,
     assert job.cancelled
     entry = Journal().get(job.request_id)
     assert entry.state == "cancelled" and entry.error == "interrupted by the user"
+
+
+def test_a_running_job_that_ignores_the_cancel_stays_pending_and_its_paid_result_is_recovered(fal, tmp_path,
+                                                                                                source_path):
+    """fal removes a queued job but only signals a running one: a runner may finish it (billed) anyway."""
+    import asyncio
+
+    fal.running_cancel_is_ignored = True
+    fal.run_seconds = 1.5
+    with pytest.raises(Interrupted) as e:
+        run(tmp_path, source_path, progress=InterruptWhenRunning())
+    (job,) = fal.jobs.values()
+    rid = job.request_id
+    assert str(e.value) == (f"interrupted: fal request {rid} cancelled (interrupted by the user); if fal had already "
+                            f"started it, it may finish anyway and be billed: Recover fal Result then loads it "
+                            f"(request id {rid})")
+    entry = Journal().get(rid)
+    assert (entry.state, entry.may_still_run) == ("cancelled", True) and entry in Journal().pending()
+    job = fal.wait_job(rid, timeout=10)
+    assert job.cancelled_in == "IN_PROGRESS" and job.error is None and fal.billed_unsaved() == [rid]
+    res = asyncio.run(recover(rid, FalConfig(output_dir=str(tmp_path / "rec"))))
+    assert os.path.exists(res.video_path) and fal.billed_unsaved() == [] and fal.submits == 1
+    entry = Journal().get(rid)
+    assert (entry.state, entry.may_still_run) == ("saved", False) and entry not in Journal().pending()
+
+
+def test_recovering_a_job_fal_did_cancel_says_so_and_leaves_nothing_pending(fal, tmp_path, source_path):
+    import asyncio
+
+    from ltx_outpaint.fal.errors import FalCancelled
+
+    fal.run_seconds = 30
+    with pytest.raises(Interrupted):
+        run(tmp_path, source_path, progress=InterruptWhenRunning())
+    (rid,) = fal.jobs
+    assert Journal().get(rid).may_still_run
+    with pytest.raises(FalCancelled, match=f"fal request {rid} was cancelled"):
+        asyncio.run(recover(rid, FalConfig(output_dir=str(tmp_path / "rec"))))
+    entry = Journal().get(rid)
+    assert (entry.state, entry.may_still_run) == ("cancelled", False) and Journal().pending() == []
 
 
 def test_cost_guard_refuses_before_uploading(fal, tmp_path, source_path):
@@ -406,6 +448,53 @@ def test_submit_cut_off_after_sending_is_journaled_never_resubmitted_and_recover
                  "Recover fal Result node, which takes its request id", f"journaled as {entry.request_id}"):
         assert part in msg, (part, msg)
     (rid,) = fal.jobs  # the id the user finds on fal's dashboard
+    res = asyncio.run(recover(rid, FalConfig(output_dir=str(tmp_path / "rec"))))
+    assert os.path.exists(res.video_path) and Journal().get(rid).state == "saved" and fal.submits == 1
+
+
+def test_submit_answered_5xx_json_without_a_request_id_is_journaled_unknown_never_resubmitted(fal, tmp_path,
+                                                                                                source_path):
+    """Ambiguous submit #3: a 5xx from fal's own layers (JSON, X-Fal-Error-Type) naming no job is not the
+    ingress (nginx): fal may have created the job, so it is not retried (fal-client would, billing twice)."""
+    from ltx_outpaint.fal.errors import FalSubmitUnknown
+
+    fal.inject("submit", "503_json_no_id")
+    with pytest.raises(FalSubmitUnknown) as e:
+        run(tmp_path, source_path)
+    assert fal.submits == 1 and len(submit_bodies(fal)) == 1
+    (entry,) = Journal().pending()
+    assert entry.state == "unknown" and entry.error == (
+        "fal answered the submit with HTTP 503 without a request id ({\"detail\": \"No runner could be scheduled\", "
+        "\"error_type\": \"runner_scheduling_failure\"})")
+    assert "fal may have created and billed this job" in str(e.value)
+
+
+def test_result_fetch_failing_after_completion_is_retried(fal, tmp_path, source_path):
+    fal.inject("result", "503_after_create", times=2)
+    res = run(tmp_path, source_path)
+    rid = json.load(open(res.video_path + ".json"))["request_id"]
+    assert fal.count("GET", f"/requests/{rid}") - fal.count("GET", f"/requests/{rid}/status") == 3
+    assert Journal().get(rid).state == "saved" and fal.submits == 1
+
+
+def test_result_fetch_failing_for_good_after_completion_is_recoverable_not_failed(fal, tmp_path, source_path,
+                                                                                 monkeypatch):
+    import asyncio
+
+    from ltx_outpaint.fal.errors import FalJobError
+    from ltx_outpaint.fal.http import RetryPolicy
+
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt, retry_after=None: 0.01)  # timing not under test
+    fal.inject("result", "503_after_create", times=None)
+    with pytest.raises(Exception) as e:
+        run(tmp_path, source_path)
+    (rid,) = fal.jobs
+    assert not isinstance(e.value, FalJobError), e.value  # the job did not fail: it is done and billed
+    assert str(e.value) == (f"fal request {rid}: fetching its result failed: HTTP 503 (runner_disconnected): Service "
+                            f"temporarily unavailable: the runner connection was lost; fal request {rid} finished "
+                            f"(billed) but its result was not saved: load it with Recover fal Result, request id {rid}")
+    assert Journal().get(rid).state == "recoverable" and [x.request_id for x in Journal().pending()] == [rid]
+    fal.clear_faults()
     res = asyncio.run(recover(rid, FalConfig(output_dir=str(tmp_path / "rec"))))
     assert os.path.exists(res.video_path) and Journal().get(rid).state == "saved" and fal.submits == 1
 

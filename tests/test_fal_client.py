@@ -25,7 +25,8 @@ from ltx_outpaint.fal.errors import (FalAuthError, FalCancelled, FalError, FalFi
 from ltx_outpaint.fal.hosts import (DEFAULT_CDN_URL, DEFAULT_QUEUE_URL, DEFAULT_REST_URL, EndpointId, FalHosts,
                                     split_endpoint_id)
 from ltx_outpaint.fal.http import (RetryPolicy, SecretAuth, get_status_is_retryable, is_ingress_error,
-                                   parse_retry_after, submit_error_is_retryable, submit_status_is_retryable)
+                                   parse_retry_after, submit_error_is_retryable, submit_outcome_is_unknown,
+                                   submit_status_is_retryable)
 from ltx_outpaint.fal.queue import QueueHandle, SSEParser, StatusUpdate
 from ltx_outpaint.fal.storage import _StorageToken
 from ltx_outpaint.fal.transfer import decode_data_uri
@@ -156,14 +157,23 @@ def test_submit_is_retried_only_for_failures_before_sending(exc, retry):
     assert submit_error_is_retryable(_exc(exc)) is retry
 
 
-@pytest.mark.parametrize("status,headers,retry", [
-    (429, {}, True), (502, {}, True), (503, {}, True), (504, {}, True),
-    (503, {"x-fal-request-id": "r"}, False), (502, {"X-Fal-Request-Id": "r"}, False),
-    (500, {}, False), (408, {}, False), (409, {}, False), (400, {}, False), (401, {}, False), (422, {}, False),
+NGINX_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
+JSON_503 = '{"detail": "No runner could be scheduled", "error_type": "runner_scheduling_failure"}'
+
+
+@pytest.mark.parametrize("status,headers,body,retry,unknown", [
+    (429, {}, "", True, False), (502, {}, NGINX_PAGE, True, False), (503, {}, NGINX_PAGE, True, False),
+    (504, {}, NGINX_PAGE, True, False),
+    # fal-client's rule: ingress = no request id AND nginx's page; a JSON 5xx without an id may have made a job
+    (503, {"X-Fal-Error-Type": "runner_scheduling_failure"}, JSON_503, False, True), (502, {}, "", False, True),
+    (503, {"x-fal-request-id": "r"}, NGINX_PAGE, False, False), (502, {"X-Fal-Request-Id": "r"}, "", False, False),
+    (500, {}, "", False, True), (408, {}, "", False, False), (409, {}, "", False, False), (400, {}, "", False, False),
+    (401, {}, "", False, False), (422, {}, "", False, False),
 ])
-def test_submit_status_classification(status, headers, retry):
-    assert submit_status_is_retryable(status, headers) is retry
-    assert is_ingress_error(status, headers) is (retry and status != 429)
+def test_submit_status_classification(status, headers, body, retry, unknown):
+    assert submit_status_is_retryable(status, headers, body) is retry
+    assert is_ingress_error(status, headers, body) is (retry and status != 429)
+    assert submit_outcome_is_unknown(status, headers, body) is unknown
 
 
 @pytest.mark.parametrize("status,retry", [(408, True), (409, True), (429, True), (500, True), (502, True),
@@ -314,6 +324,29 @@ def test_result_error_uses_the_error_type_header_and_retries_only_transport_fail
     with pytest.raises(FalJobError, match=r"internal_server_error.*CUDA out of memory") as e:
         with_mock(handler, lambda c: c.result(h))
     assert len(calls) == 2 and e.value.error_type == "internal_server_error" and e.value.request_id == "r1"
+
+
+@pytest.mark.parametrize("status,headers,transient", [
+    (503, {"X-Fal-Error-Type": "runner_disconnected"}, True), (502, {}, True), (504, {}, True), (408, {}, True),
+    (409, {}, True), (429, {}, True), (500, {}, False), (500, {"X-Fal-Retryable": "true"}, True),
+    (503, {"X-Fal-Retryable": "false"}, False), (404, {}, False), (422, {}, False),
+])
+def test_result_fetch_retries_transient_answers_and_then_says_it_is_recoverable(status, headers, transient):
+    """A result GET is idempotent: a gateway hiccup after COMPLETED is retried, and when it persists the
+    error is a plain FalError (the job is done and billed), never one that journals the job failed."""
+    from ltx_outpaint.fal.follow import ENDED
+
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        return httpx.Response(status, headers={**headers, "x-fal-request-id": "r1"}, json={"detail": "no"})
+
+    h = QueueHandle.for_request(ENDPOINT, "r1", "https://q.test")
+    with pytest.raises(FalError) as e:
+        with_mock(handler, lambda c: c.result(h))
+    assert len(calls) == (FAST.max_attempts if transient else 1)
+    assert isinstance(e.value, ENDED) is not transient, type(e.value)  # ENDED: journaled "failed"
 
 
 class _Broken(httpx.AsyncByteStream):

@@ -262,7 +262,8 @@ class FalBackend:
         try:
             handle = await self._submit(client, payload, cost, journal, job_key)
         except FalSubmitUnknown as exc:
-            why = f"the connection broke after the submit was sent ({exc.detail or exc})"
+            why = exc.message if exc.status_code else \
+                f"the connection broke after the submit was sent ({exc.detail or exc})"
             raise self._unknown_submit(journal, payload, cost, why, job_key) from exc
         except (asyncio.CancelledError, KeyboardInterrupt) as exc:  # the POST may have reached fal
             if self.config.on_stop != "detach" or not _answered(journal, job_key, payload):

@@ -69,7 +69,8 @@ class FalCancelled(FalError):
 
 
 class FalSubmitUnknown(FalError):
-    """A submit whose outcome is unknown: it was sent, then the connection broke before fal answered.
+    """A submit whose outcome is unknown: it was sent, then the connection broke before fal answered, or fal
+    answered a 5xx that names no request id and is not its ingress' (nginx) page.
 
     fal may have created (and may bill) the job; it is never submitted again automatically.
     """

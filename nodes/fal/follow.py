@@ -10,7 +10,10 @@ Rules, so that a paid result is never lost and a stopped job is never left runni
 - when fal finished the job first (cancel answers ALREADY_COMPLETED, or the stop came during the download),
   the paid result is saved anyway (shielded) and the stop is reported after;
 - the journal says what happened: saved, cancelled (why), failed (fal's error) or recoverable (billed, not
-  saved: use Recover fal Result with the request id);
+  saved: use Recover fal Result with the request id). fal removes a queued job but only signals a running
+  one, which may finish (and be billed) anyway: a cancelled job is journaled `may_still_run` (listed as
+  pending; a long-clip or batch re-run follows it) and the message says how to recover it. No request is
+  sent after the cancel;
 - `detach=True` (batches): an interrupt, Ctrl-C or task cancellation stops following WITHOUT cancelling the
   job; the journal keeps it "submitted" (with why), so re-running the batch picks it up by its id.
 """
@@ -150,7 +153,8 @@ def _detached(handle, exc: BaseException, guard: LatchedProgress) -> None:
     """Journal a job left running at fal (state stays "submitted"): a re-run collects it by its id."""
     rid = handle.request_id
     text = (f"fal request {rid} left running at fal ({_why(exc, guard)}); re-run the same command to collect its "
-            f"result (it is billed when it completes), or load it with Recover fal Result, request id {rid}")
+            f"result (it is billed when it completes; fal keeps a result about an hour), or load it with Recover "
+            f"fal Result, request id {rid}")
     try:
         Journal().update(rid, state="submitted", error=text)
     except (OSError, KeyError) as jexc:  # the id is still in the log line below
@@ -182,7 +186,7 @@ async def _stop(client, handle, entry: JournalEntry, guard: LatchedProgress, exc
     journal = Journal()
     if isinstance(exc, ENDED) or isinstance(exc, InputError):  # fal finished the job with an error
         state = "cancelled" if isinstance(exc, FalCancelled) else "failed"
-        journal.update(rid, state=state, error=str(exc)[:1000] or type(exc).__name__)
+        journal.update(rid, state=state, error=str(exc)[:1000] or type(exc).__name__, may_still_run=False)
         return state, ""
     why = _why(exc, guard)
     try:
@@ -195,8 +199,11 @@ async def _stop(client, handle, entry: JournalEntry, guard: LatchedProgress, exc
         guard.note(text)
         return "recoverable", text
     if accepted:
-        journal.update(rid, state="cancelled", error=why)
-        text = f"fal request {rid} cancelled ({why})"
+        # fal removes a queued job but only signals a running one, and the job may have started after the
+        # last status seen: until fal says otherwise it may still finish (and be billed); the journal keeps
+        # it pending and no request is sent for it now
+        journal.update(rid, state="cancelled", error=why, may_still_run=True)
+        text = f"fal request {rid} cancelled ({why}); {may_still_run_hint(rid)}"
         guard.note(text)
         return "cancelled", text
     log.info("fal request %s had already finished when it was cancelled; saving its result", rid)
@@ -214,12 +221,18 @@ async def _stop(client, handle, entry: JournalEntry, guard: LatchedProgress, exc
     return "saved", text
 
 
+def may_still_run_hint(rid: str) -> str:
+    """What a user must know after fal accepted a cancel (it only signals a running job)."""
+    return f"if fal had already started it, it may finish anyway and be billed: Recover fal Result then loads it " \
+           f"(request id {rid})"
+
+
 def _raise_stopped(exc: BaseException, state: str, outcome: str, handle, deadline_s: float, stopped: bool):
     """Re-raise after `_stop`, with what happened to the job in the message."""
     if isinstance(exc, PASS_THROUGH) or not outcome:
         raise exc
     if isinstance(exc, FalTimeout):
-        tail = "it was cancelled" if state == "cancelled" else outcome
+        tail = f"it was cancelled; {may_still_run_hint(handle.request_id)}" if state == "cancelled" else outcome
         raise FalTimeout(f"fal request {handle.request_id} did not finish within {deadline_s:g} s; {tail}",
                          request_id=handle.request_id) from None
     if isinstance(exc, Interrupted) or stopped:

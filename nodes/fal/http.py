@@ -69,9 +69,14 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-def is_ingress_error(status_code: int, headers: Mapping[str, str]) -> bool:
-    """A 502/503/504 from fal's ingress (no `x-fal-request-id`): the request never reached fal's queue."""
-    return status_code in (502, 503, 504) and not any(k.lower() == "x-fal-request-id" for k in headers)
+def has_request_id(headers: Mapping[str, str]) -> bool:
+    return any(k.lower() == "x-fal-request-id" for k in headers)
+
+
+def is_ingress_error(status_code: int, headers: Mapping[str, str], body: str) -> bool:
+    """A 502/503/504 from fal's ingress, which never reached fal's queue: no `x-fal-request-id` and nginx's
+    error page in the body (fal-client's rule). A JSON 5xx without an id came from fal's own layers."""
+    return status_code in (502, 503, 504) and not has_request_id(headers) and "nginx" in body.lower()
 
 
 def submit_error_is_retryable(exc: BaseException) -> bool:
@@ -79,9 +84,23 @@ def submit_error_is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
-def submit_status_is_retryable(status_code: int, headers: Mapping[str, str]) -> bool:
+def submit_status_is_retryable(status_code: int, headers: Mapping[str, str], body: str) -> bool:
     """429 and ingress 5xx created no job; anything else might have."""
-    return status_code == 429 or is_ingress_error(status_code, headers)
+    return status_code == 429 or is_ingress_error(status_code, headers, body)
+
+
+def submit_outcome_is_unknown(status_code: int, headers: Mapping[str, str], body: str) -> bool:
+    """A 5xx to a submit that names no job and is not nginx's: fal may have created the job."""
+    return status_code >= 500 and not has_request_id(headers) and not is_ingress_error(status_code, headers, body)
+
+
+def result_status_is_transient(status_code: int, headers: Mapping[str, str]) -> bool:
+    """A result GET answered this way may work later: 408/409/429/502/503/504 (a 500 is the model's own error),
+    or whatever fal marks `X-Fal-Retryable: true`; never what it marks false."""
+    flag = str(headers.get("x-fal-retryable", "")).strip().lower()
+    if flag in ("false", "0", "no"):
+        return False
+    return flag in ("true", "1", "yes") or status_code in (408, 409, 429, 502, 503, 504)
 
 
 def transport_error_is_transient(exc: BaseException) -> bool:

@@ -6,13 +6,14 @@ right after fal accepts a submit and updated as the request progresses. States (
 - submitted: fal accepted the job; it is being followed (or the process died while following it);
 - saved: the result was downloaded (`result_path`);
 - failed: fal finished the job with an error (`error` has fal's message), or it could not be followed;
-- cancelled: fal accepted our cancel (`error` says why: interrupt, deadline, ...);
+- cancelled: fal accepted our cancel (`error` says why: interrupt, deadline, ...); `may_still_run` until fal
+  confirms it (fal only signals a running job: it may finish, and be billed, anyway);
 - recoverable: the job finished (or may finish) at fal and is billed, but its result is not saved yet;
 - unknown: a submit whose answer never came (the connection broke after sending): fal may have created and
   billed a job; the entry has a local id (`unknown-...`), the request and the time, to find it on fal's
   dashboard.
 
-`pending()` lists submitted, recoverable and unknown entries; the recover node / `ltx-outpaint recover
+`pending()` lists submitted, recoverable and unknown entries, and cancelled ones that may still run; the recover node / `ltx-outpaint recover
 REQUEST_ID` re-attach to a request by its fal id. Entries never hold the API key.
 
 `job_key` (optional) names the piece of work a request is for (a long clip's chunk, a batch clip: a hash of
@@ -48,6 +49,7 @@ class JournalEntry:
     result_path: str | None = None
     error: str | None = None
     job_key: str = ""
+    may_still_run: bool = False  # cancelled, unconfirmed: fal may finish (and bill) it anyway
 
 
 class Journal:
@@ -82,6 +84,8 @@ class Journal:
         entry = self.get(request_id)
         if entry is None:
             raise KeyError(request_id)
+        if "state" in changes:
+            changes.setdefault("may_still_run", False)  # a new state is a new fact about the job
         for key, value in changes.items():
             setattr(entry, key, value)
         return self.record(entry)
@@ -119,6 +123,6 @@ class Journal:
         for name in sorted(os.listdir(self.directory)):
             if name.endswith(".json"):
                 entry = self.get(name[:-5])
-                if entry is not None and entry.state in PENDING:
+                if entry is not None and (entry.state in PENDING or entry.may_still_run):
                     entries.append(entry)
         return entries

@@ -2,7 +2,8 @@
 
 A submit is retried only when it certainly created no job. When fal answers a submit with a 5xx that names a
 request id, the job may exist: the returned handle follows it (see `QueueHandle.note`) instead of submitting
-again. When the connection breaks after the request was sent, `FalSubmitUnknown` says the job may exist.
+again. When the connection breaks after the request was sent, or fal answers a 5xx that names no job and is not
+nginx's, `FalSubmitUnknown` says the job may exist.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import httpx
 
 from .errors import FalCancelled, FalError, FalJobError, FalSubmitUnknown, short_text
 from .hosts import DEFAULT_QUEUE_URL, split_endpoint_id
-from .http import RetryPolicy, submit_error_is_retryable, submit_status_is_retryable
+from .http import (RetryPolicy, result_status_is_transient, submit_error_is_retryable, submit_outcome_is_unknown,
+                   submit_status_is_retryable)
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,7 @@ class QueueMixin:
             resp = await self._request(
                 "POST", url, what=what, json=payload, headers=extra, auth=self._key_auth(url),
                 retry_exc=submit_error_is_retryable,
-                retry_status=lambda r: submit_status_is_retryable(r.status_code, r.headers),
+                retry_status=lambda r: submit_status_is_retryable(r.status_code, r.headers, r.text),
                 sent_hint="; it was not retried: it may have reached fal and created a job (a retry could bill twice)")
         except FalError as exc:
             cause = exc.__cause__
@@ -166,6 +168,11 @@ class QueueMixin:
                     f"that request instead of submitting again")
             log.warning("%s", self._redact(note))
             return QueueHandle.for_request(str(ep), str(rid), self.hosts.queue, note=self._redact(note))
+        if submit_outcome_is_unknown(resp.status_code, resp.headers, resp.text):
+            error = self._response_error(resp, what)
+            raise FalSubmitUnknown(self._redact(f"fal answered the submit with HTTP {resp.status_code} without a "
+                                                f"request id ({short_text(resp.text, 200)})"),
+                                   status_code=resp.status_code, error_type=error.error_type, detail=error.detail)
         if not resp.is_success:
             raise self._response_error(resp, what)
         data = self._json(resp, what)
@@ -294,12 +301,22 @@ class QueueMixin:
                           **common)
 
     async def result(self, handle: QueueHandle) -> FalResult:
-        """The output (retried on network trouble, 429 and ingress errors; other non-2xx -> FalJobError)."""
+        """The output of a job fal reported COMPLETED. The GET is idempotent: network trouble and transient
+        statuses (408/409/429/502/503/504, or `X-Fal-Retryable: true`) are retried; when they persist, a plain
+        FalError (the job is done and billed: recoverable later). 404 -> FalJobError (unknown id, or fal no
+        longer keeps the result); other non-2xx -> FalJobError (the model's own error, not billed)."""
         rid = handle.request_id
         what = f"fal request {rid}"
         resp = await self._request("GET", handle.response_url, what=what, auth=self._key_auth(handle.response_url),
-                                   retry_status=lambda r: submit_status_is_retryable(r.status_code, r.headers))
+                                   retry_status=lambda r: result_status_is_transient(r.status_code, r.headers))
         if not resp.is_success:
+            if result_status_is_transient(resp.status_code, resp.headers):
+                raise self._response_error(resp, f"{what}: fetching its result", request_id=rid)
+            if resp.status_code == 404:
+                raise FalJobError(self._redact(
+                    f"{what}: fal has no result for it (HTTP 404): the id is unknown, or the result has expired "
+                    f"(fal keeps results about an hour, inline sync_mode results not at all)"),
+                    status_code=404, request_id=rid)
             raise self._response_error(resp, what, cls=FalJobError, request_id=rid)
         data = self._json(resp, what)
         if not isinstance(data, dict):
@@ -314,7 +331,7 @@ class QueueMixin:
         resp = await self._request("PUT", handle.cancel_url, what=what, auth=self._key_auth(handle.cancel_url),
                                    timeout=CANCEL_TIMEOUT_S,
                                    policy=RetryPolicy(max_attempts=2, base_delay_s=0.2, max_delay_s=0.5),
-                                   retry_status=lambda r: submit_status_is_retryable(r.status_code, r.headers))
+                                   retry_status=lambda r: submit_status_is_retryable(r.status_code, r.headers, r.text))
         if resp.is_success:
             log.info("fal request %s: cancellation requested", handle.request_id)
             return True

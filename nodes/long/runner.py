@@ -30,6 +30,7 @@ import torch
 from ..backends import Progress, make_backend, prepare_job
 from ..cost import estimate_cost
 from ..errors import InputError
+from ..fal.errors import FalCancelled
 from ..media.canvas import CanvasSpec
 from ..media.decode import Audio, Clip, silent_audio
 from ..request import OutpaintRequest
@@ -374,8 +375,12 @@ async def _run_fal_chunks(backend, source: str, request: OutpaintRequest, canvas
             return _fal_output(earlier.result_path, earlier, cost, t, "saved")
         async with semaphore:
             if earlier is not None:  # submitted (maybe by a process that died): follow it, never resubmit
-                run = await backend.attach(earlier, sub)
-                return _fal_output(run.saved.path, run.entry, cost, t, "attached", run.saved.data)
+                try:
+                    run = await backend.attach(earlier, sub)
+                    return _fal_output(run.saved.path, run.entry, cost, t, "attached", run.saved.data)
+                except FalCancelled:  # fal did cancel it (nothing billed): submit this chunk again
+                    log.info("fal request %s was cancelled; submitting chunk %d again", earlier.request_id,
+                             chunk.index + 1)
             with tempfile.TemporaryDirectory(prefix="ltx-outpaint-chunk-") as tmp:
                 if whole:
                     path = source
@@ -424,11 +429,12 @@ async def _run_fal_chunks(backend, source: str, request: OutpaintRequest, canvas
 
 def _reusable(entries: list):
     """The journal entry a re-run must use instead of submitting (of a chunk's `entries`, oldest first): saved
-    (file present), still running (submitted / recoverable), or unknown (may be billed: refused). None: submit."""
+    (file present), still running (submitted / recoverable / cancelled while running), or unknown (may be
+    billed: refused). None: submit."""
     for entry in reversed(entries):
         if entry.state == "saved" and entry.result_path and os.path.exists(entry.result_path):
             return entry
-        if entry.state in ("submitted", "recoverable"):
+        if entry.state in ("submitted", "recoverable") or (entry.state == "cancelled" and entry.may_still_run):
             return entry
         if entry.state == "unknown":
             raise InputError("backend", f"an earlier submit of this chunk has an unknown outcome (fal may have created "
