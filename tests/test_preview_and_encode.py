@@ -144,3 +144,16 @@ def test_every_run_gets_a_quality_report_measured_on_its_result():
     assert q["green_leak_fraction"] == 0.0
     assert any(line.startswith("kept-region PSNR") for line in result.notes)
     assert not math.isnan(q["generated_fraction"]) and 0.3 < q["generated_fraction"] < 0.9
+
+
+def test_remux_reads_only_single_file_formats(tmp_path):
+    from ltx_outpaint.media.remux import remux_with_metadata
+
+    src = clip("remux_src.mp4", width=64, height=48, frames=12, audio_layout=None)
+    out = remux_with_metadata(src, str(tmp_path / "ok.mp4"), {"prompt": "x"})
+    assert _probe(out)[0] == 12
+    playlist = tmp_path / "p.m3u8"  # an HLS playlist naming a file elsewhere
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:9\n#EXTINF:1,\n{src}\n#EXT-X-ENDLIST\n")
+    with pytest.raises(av.error.FFmpegError):
+        remux_with_metadata(str(playlist), str(tmp_path / "bad.mp4"))
+    assert not os.path.exists(tmp_path / "bad.mp4") and not os.path.exists(tmp_path / "bad.mp4.partial")

@@ -121,6 +121,22 @@ def available_memory_bytes() -> int:
         return 8 * 1024**3
 
 
+#: Demuxers of ordinary single-file media. Playlists and manifests (hls, dash, concat, imf, ...) are left out:
+#: they read files they name, anywhere on disk, past the folders a workflow may use.
+READ_FORMATS = (
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,gif,apng,mpegts,mpeg,mpegvideo,m4v,flv,asf,ogg,mxf,nut,dv,"
+    "h264,hevc,obu,ivf,mjpeg,yuv4mpegpipe,image2,png_pipe,jpeg_pipe,webp_pipe,bmp_pipe,tiff_pipe,gif_pipe,"
+    "qoi_pipe,ppm_pipe,pgm_pipe,pbm_pipe,pam_pipe,dpx_pipe,exr_pipe,j2k_pipe,jpegxl_pipe,"
+    "wav,mp3,aac,flac")
+#: Local files only; image2 reads the one file named (no "%d" sequences).
+_READ_OPTIONS = {"format_whitelist": READ_FORMATS, "protocol_whitelist": "file", "pattern_type": "none"}
+
+
+def open_input(path: str) -> av.container.InputContainer:
+    """`av.open` for reading, limited to the single-file formats of READ_FORMATS (FFmpeg errors as raised)."""
+    return av.open(os.path.abspath(path), mode="r", container_options=dict(_READ_OPTIONS))
+
+
 def _open(path: str) -> av.container.InputContainer:
     """Open a media file; messages name the file (never its folder) and leave FFmpeg's errno text to the log."""
     name = os.path.basename(path)
@@ -129,7 +145,7 @@ def _open(path: str) -> av.container.InputContainer:
     if os.path.getsize(path) == 0:
         raise InputError("video", f"{name} is empty (0 bytes)")
     try:
-        return av.open(path, mode="r")
+        return open_input(path)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
         log.info("%s: PyAV cannot open it: %s", name, exc)
         raise InputError("video", f"{name} is not a video PyAV can read (truncated or not a media file)") from None
