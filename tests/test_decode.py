@@ -265,3 +265,17 @@ def _write_audio(path, codec, rate=44100, seconds=1.0, cover=False):
 def test_audio_only_formats_say_so(tmp_path, name, codec):
     with pytest.raises(InputError, match="audio-only file"):
         decode_video(_write_audio(tmp_path / name, codec, 48000))
+
+
+def test_memory_guard_holds_when_the_file_gives_no_frame_count(tmp_path):
+    """A live-written MKV lists neither frame count nor duration: the buffer grows as frames come, and every
+    growth is checked against the limit."""
+    path = _write_video(tmp_path / "live.mkv", "matroska", frames=40, options={"live": "1"})
+    assert probe(path).frame_count == 0
+    frame_bytes = 64 * 48 * 3 * 4
+    with pytest.raises(InputError, match=r"frames of 64x48 need .* GiB as float32 but only .* GiB .* does not say "
+                                         r"how many frames .* set frame_load_cap") as e:
+        decode_video(path, DecodeOptions(max_memory_bytes=10 * frame_bytes))
+    assert e.value.field == "frame_load_cap"
+    c = decode_video(path, DecodeOptions(max_memory_bytes=40 * frame_bytes))  # exactly enough
+    assert c.num_frames == 40

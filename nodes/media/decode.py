@@ -228,6 +228,9 @@ def planned_frame_count(info: VideoInfo, opts: DecodeOptions) -> int:
     return n
 
 
+_LESS = "set frame_load_cap, select_every_nth or max_width/max_height to load less"
+
+
 def _check_options(opts: DecodeOptions) -> None:
     for name, lo in (("frame_load_cap", 0), ("skip_first_frames", 0), ("select_every_nth", 1),
                      ("max_width", 0), ("max_height", 0), ("audio_sample_rate", 0)):
@@ -295,11 +298,11 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         info, decoded = _probe_container(container, path)
         planned = planned_frame_count(info, opts)
         width, height = output_size(info, opts)
-        check_frame_memory(width, height, max(planned, 1), "frame_load_cap",
-                           "set frame_load_cap, select_every_nth or max_width/max_height to load less",
-                           opts.max_memory_bytes)
+        limit = int(available_memory_bytes() * 0.8) if opts.max_memory_bytes is None else opts.max_memory_bytes
+        check_frame_memory(width, height, max(planned, 1), "frame_load_cap", _LESS, limit)
+        most = max(1, limit // (width * height * 3 * BYTES_PER_FLOAT))  # frames the limit allows
         # A little headroom: container frame counts can be short by a frame or two.
-        capacity = planned + 2 if not opts.frame_load_cap else planned
+        capacity = min(planned + 2, most) if not opts.frame_load_cap else planned
         out = torch.empty((capacity, height, width, 3), dtype=torch.float32)
         out_np = out.numpy()
         k = info.rotation // 90
@@ -315,7 +318,10 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
                 if first_time is None:
                     first_time = t
                 if n == out.shape[0]:
-                    out, out_np = _grow(out, n)
+                    if n >= most:  # the file gave no (or too low a) frame count: the guard above saw less
+                        check_frame_memory(width, height, n + 1, "frame_load_cap", f"the file does not say how "
+                                           f"many frames it has and has more than {n}; {_LESS}", limit)
+                    out, out_np = _grow(out, n, most)
                 rgb = frame.to_ndarray(format="rgb24", width=coded_w, height=coded_h)
                 if k:
                     rgb = np.rot90(rgb, k)
@@ -378,10 +384,10 @@ class _Counted:
         return item
 
 
-def _grow(out: torch.Tensor, n: int) -> tuple[torch.Tensor, np.ndarray]:
-    """The container under-reported its frame count: grow the buffer (rare; costs one copy)."""
+def _grow(out: torch.Tensor, n: int, most: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The container under-reported its frame count: grow the buffer, to at most `most` frames (one copy)."""
     log.debug("frame buffer full at %d frames; growing", n)
-    bigger = torch.empty((max(n + 16, int(n * 1.1)),) + tuple(out.shape[1:]), dtype=out.dtype)
+    bigger = torch.empty((min(max(n + 16, int(n * 1.1)), most),) + tuple(out.shape[1:]), dtype=out.dtype)
     bigger[:n] = out[:n]
     return bigger, bigger.numpy()
 
