@@ -288,3 +288,21 @@ def test_cli_long_and_batch_with_the_preview_backend(tmp_path):
     assert len(rows) == 3 and all(",done," in r for r in rows[1:])
     assert sorted(os.path.basename(p) for p in os.listdir(tmp_path / "out") if p.endswith(".mp4")) == \
         ["a_outpaint.mp4", "b_outpaint.mp4"]
+
+
+def test_streaming_writer_resamples_audio_aac_cannot_store(tmp_path):
+    import av
+
+    rate = 192000
+    w = StreamingWriter(str(tmp_path / "hi.mp4"), 10, audio_rate=rate, audio_channels=2)
+    w.write_frames(torch.rand(10, 32, 32, 3))
+    t = np.arange(rate) / rate
+    wave = np.stack([0.5 * np.sin(2 * np.pi * 20 * t)] * 2).astype(np.float32)
+    for i in range(0, rate, 7000):  # pieces of any size, as the assembler writes them
+        w.write_audio(wave[:, i:i + 7000])
+    path = w.close()
+    with av.open(path) as c:
+        a = c.streams.audio[0]
+        assert a.codec_context.sample_rate == 96000
+        assert abs(float(a.duration * a.time_base) - 1.0) < 0.03
+        assert c.streams.video[0].frames == 10

@@ -1,6 +1,7 @@
 import os
 
 import av
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +158,23 @@ def test_remux_reads_only_single_file_formats(tmp_path):
     with pytest.raises(av.error.FFmpegError):
         remux_with_metadata(str(playlist), str(tmp_path / "bad.mp4"))
     assert not os.path.exists(tmp_path / "bad.mp4") and not os.path.exists(tmp_path / "bad.mp4.partial")
+
+
+def _audio_track(path):
+    """(sample rate, decoded seconds, peak) of the first audio track, plus the video frame count."""
+    with av.open(path) as c:
+        a = c.streams.audio[0]
+        rate = a.codec_context.sample_rate
+        chunks = [f.to_ndarray() for f in c.decode(a)]
+    wave = np.concatenate(chunks, axis=1)
+    return rate, float(a.duration * a.time_base), float(np.abs(wave).max())
+
+
+@pytest.mark.parametrize("rate,stored", [(192000, 96000), (176400, 96000), (12345, 12000), (100, 7350)])
+def test_mp4_audio_at_a_rate_aac_cannot_store_is_resampled(tmp_path, rate, stored):
+    t = torch.arange(rate * 2) / rate
+    audio = Audio(torch.stack([0.5 * torch.sin(2 * torch.pi * 20 * t)] * 2), rate)  # 2 s, longer than the video
+    path = write_mp4(str(tmp_path / "r.mp4"), torch.rand(10, 32, 32, 3), 10, audio, "medium", "fast")
+    got_rate, seconds, peak = _audio_track(path)
+    assert got_rate == stored and abs(seconds - 1.0) < 0.03 and peak > 0.3
+    assert _probe(path)[0] == 10
