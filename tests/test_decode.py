@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from clips import audio_only, bad_file, clip, truncated_copy
+from clips import audio_only, bad_file, clip, truncated_copy, write_audio_file, write_clip
 from ltx_outpaint.errors import InputError
 from ltx_outpaint.media.sample import MARKER, marker_index
 from ltx_outpaint.media.decode import DecodeOptions, decode_audio, decode_video, probe
@@ -167,45 +167,6 @@ def test_option_validation(opts, field):
     assert e.value.field == field
 
 
-def _write_video(path, fmt=None, codec="libx264", pix_fmt="yuv420p", frames=6, size=(64, 48), fps=24,
-                 audio=None, options=None, times=None):
-    """A small clip written with PyAV: `audio` = (codec, rate, layout, seconds); `times` (s) for VFR."""
-    import av
-    import numpy as np
-    from fractions import Fraction
-
-    w, h = size
-    with av.open(str(path), "w", format=fmt, options=options or {}) as c:
-        vs = c.add_stream(codec, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
-        if times is not None:
-            vs.codec_context.time_base = Fraction(1, 1000)
-        a = c.add_stream(audio[0], rate=audio[1], layout=audio[2]) if audio else None
-        for i in range(frames):
-            img = np.full((h, w, 3), (8 * i) % 256, np.uint8)
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            if pix_fmt != "rgb24":
-                f = f.reformat(format=pix_fmt)
-            if times is not None:
-                f.pts, f.time_base = int(round(times[i] * 1000)), Fraction(1, 1000)
-            else:
-                f.pts = i
-            c.mux(vs.encode(f))
-        c.mux(vs.encode(None))
-        if a is not None:
-            _, rate, layout, seconds = audio
-            channels = av.AudioLayout(layout).nb_channels
-            total, step = int(seconds * rate), a.codec_context.frame_size or 1024
-            for pos in range(0, total, step):
-                n = min(step, total - pos)
-                af = av.AudioFrame.from_ndarray(np.full((channels, n), 0.25, np.float32), format="fltp",
-                                                layout=layout)
-                af.sample_rate, af.pts = rate, pos
-                c.mux(a.encode(af))
-            c.mux(a.encode(None))
-    return str(path)
-
-
 @pytest.mark.parametrize("name,text", [
     ("list.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:9\n#EXTINF:1,\n{target}\n#EXT-X-ENDLIST\n"),
     ("list.ffconcat", "ffconcat version 1.0\nfile '{target}'\n"),
@@ -213,7 +174,7 @@ def _write_video(path, fmt=None, codec="libx264", pix_fmt="yuv420p", frames=6, s
 def test_playlists_cannot_read_other_files(tmp_path, name, text):
     """A playlist in an allowed folder would decode files anywhere on disk: refused like any non-video, with the
     same message whether the file it names exists or not."""
-    secret = _write_video(tmp_path / "secret.mp4", frames=4)
+    secret = write_clip(tmp_path / "secret.mp4", frames=4)
     messages = []
     for target in (secret, str(tmp_path / "missing.mp4")):
         playlist = tmp_path / name  # concat reads names relative to itself, HLS any path
@@ -230,47 +191,21 @@ def test_playlists_cannot_read_other_files(tmp_path, name, text):
     ("c.webm", None, "libvpx-vp9", "yuv420p"), ("c.gif", None, "gif", "rgb8"), ("c.ts", None, "libx264", "yuv420p"),
 ])
 def test_ordinary_containers_load(tmp_path, name, fmt, codec, pix_fmt):
-    c = decode_video(_write_video(tmp_path / name, fmt, codec, pix_fmt, frames=6))
+    c = decode_video(write_clip(tmp_path / name, fmt, codec, pix_fmt, frames=6))
     assert c.frames.shape == (6, 48, 64, 3)
-
-
-def _write_audio(path, codec, rate=44100, seconds=1.0, cover=False):
-    """An audio file (stereo); `cover` adds a 32x32 cover picture (an attached_pic stream, as taggers do)."""
-    import av
-    import numpy as np
-
-    with av.open(str(path), "w") as c:
-        a = c.add_stream(codec, rate=rate, layout="stereo")
-        if cover:
-            pic = c.add_stream("mjpeg", rate=1)
-            pic.width, pic.height, pic.pix_fmt = 32, 32, "yuvj420p"
-            pic.disposition = av.stream.Disposition.attached_pic
-            f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24").reformat(
-                format="yuvj420p")
-            f.pts = 0
-            for p in pic.encode(f) + pic.encode(None):
-                c.mux(p)
-        total, step = int(seconds * rate), a.codec_context.frame_size or 1024
-        for pos in range(0, total, step):
-            n = min(step, total - pos)
-            af = av.AudioFrame.from_ndarray(np.full((2, n), 0.25, np.float32), format="fltp", layout="stereo")
-            af.sample_rate, af.pts = rate, pos
-            c.mux(a.encode(af))
-        c.mux(a.encode(None))
-    return str(path)
 
 
 @pytest.mark.parametrize("name,codec", [("a.wav", "pcm_s16le"), ("a.mp3", "libmp3lame"), ("a.flac", "flac"),
                                         ("a.ogg", "libopus"), ("a.aac", "aac")])
 def test_audio_only_formats_say_so(tmp_path, name, codec):
     with pytest.raises(InputError, match="audio-only file"):
-        decode_video(_write_audio(tmp_path / name, codec, 48000))
+        decode_video(write_audio_file(tmp_path / name, codec, 48000))
 
 
 def test_memory_guard_holds_when_the_file_gives_no_frame_count(tmp_path):
     """A live-written MKV lists neither frame count nor duration: the buffer grows as frames come, and every
     growth is checked against the limit."""
-    path = _write_video(tmp_path / "live.mkv", "matroska", frames=40, options={"live": "1"})
+    path = write_clip(tmp_path / "live.mkv", "matroska", frames=40, options={"live": "1"})
     assert probe(path).frame_count == 0
     frame_bytes = 64 * 48 * 3 * 4
     with pytest.raises(InputError, match=r"frames of 64x48 need .* GiB as float32 but only .* GiB .* does not say "
@@ -279,3 +214,18 @@ def test_memory_guard_holds_when_the_file_gives_no_frame_count(tmp_path):
     assert e.value.field == "frame_load_cap"
     c = decode_video(path, DecodeOptions(max_memory_bytes=40 * frame_bytes))  # exactly enough
     assert c.num_frames == 40
+
+
+@pytest.mark.parametrize("name,codec", [("song.mp3", "libmp3lame"), ("song.m4a", "aac")])
+def test_audio_with_cover_art_is_an_audio_only_file(tmp_path, name, codec):
+    with pytest.raises(InputError, match="audio-only file"):
+        decode_video(write_audio_file(tmp_path / name, codec, cover=True))
+
+
+@pytest.mark.parametrize("name,still", [("cover_first.mp4", "cover"), ("thumb_first.mkv", "track")])
+def test_cover_art_and_thumbnail_tracks_are_not_the_video(tmp_path, name, still):
+    path = write_clip(tmp_path / name, frames=12, still_first=still, audio=("aac", 44100, "stereo", 0.5))
+    c = decode_video(path)
+    assert c.frames.shape == (12, 48, 64, 3) and c.fps == 24
+    assert [round(float(f.mean()) * 255 / 8) for f in c.frames] == list(range(12))
+    assert not c.audio.silent and c.audio.duration == pytest.approx(0.5, abs=0.01)

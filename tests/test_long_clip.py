@@ -203,6 +203,19 @@ def test_variable_frame_rate_reads_on_a_constant_timeline(tmp_path):
     assert np.array_equal(got, (ref.numpy() * 255).round().astype(np.uint8))
 
 
+def test_reader_skips_cover_art_and_thumbnail_tracks(tmp_path):
+    from clips import write_audio_file, write_clip
+
+    path = write_clip(tmp_path / "thumb_first.mkv", frames=12, fps=25, still_first="track")  # whole ms per frame
+    with FrameReader(path) as r:
+        assert r.count_slots() == 12
+        got = r.read(0, 20)
+    assert got.shape == (12, 48, 64, 3)
+    assert [int(round(f.mean() / 8)) for f in got] == list(range(12))
+    with pytest.raises(InputError, match="audio-only file"):
+        FrameReader(write_audio_file(tmp_path / "song.mp3", "libmp3lame", cover=True))
+
+
 def test_generated_audio_is_crossfaded_at_joins_and_declicked_at_cuts(tmp_path):
     """Chunks whose generated audio starts at an unrelated phase: joined, the wave has no jump; naive
     concatenation would."""

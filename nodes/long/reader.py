@@ -17,7 +17,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from ..media.decode import VideoInfo, _open, _probe_container
+from ..media.decode import VideoInfo, _open, _probe_container, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,15 @@ class FrameReader:
     def __init__(self, path: str, size: tuple[int, int] | None = None, keep: int = 0):
         self.path = path
         self.container = _open(path)
-        self.stream = self.container.streams.video[0]
-        ctx = self.stream.codec_context
-        if (ctx.width or 0) * (ctx.height or 0) >= 640 * 360:  # frame threads only pay off on real sizes
+        self.stream = video_stream(self.container)
+        ctx = self.stream.codec_context if self.stream is not None else None
+        if ctx is not None and (ctx.width or 0) * (ctx.height or 0) >= 640 * 360:  # threads pay off on real sizes
             self.stream.thread_type = "AUTO"
-        info, first = _probe_container(self.container, path)
+        try:
+            info, first = _probe_container(self.container, path)  # refuses a file with no video track
+        except BaseException:
+            self.container.close()
+            raise
         self.info: VideoInfo = info
         self.fps = float(info.fps)
         self.t0 = float(next(iter(first)).time or 0.0)
@@ -153,7 +157,7 @@ class FrameReader:
         """Timeline length, from the packets alone (no decoding)."""
         last_t, last_dur = None, 1 / self.fps
         with _open(self.path) as c:
-            s = c.streams.video[0]
+            s = video_stream(c)
             for packet in c.demux(s):
                 if packet.pts is None or packet.size == 0:
                     continue

@@ -170,14 +170,34 @@ def probe(path: str) -> VideoInfo:
         return _probe_container(container, path)[0]
 
 
+_ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC: cover art stored as a one-picture "video" stream
+
+
+def _is_cover(stream) -> bool:
+    disposition = getattr(stream, "disposition", 0)
+    return bool(int(getattr(disposition, "value", disposition) or 0) & _ATTACHED_PIC)
+
+
+def video_stream(container) -> av.video.stream.VideoStream | None:
+    """The clip's video track, None if it has none. Cover art (attached pictures) is not a track; of several
+    tracks, FFmpeg's pick (the one with most frames seen while probing: a one-frame thumbnail track loses)."""
+    tracks = [s for s in container.streams.video if not _is_cover(s)]
+    if len(tracks) > 1:
+        best = container.streams.best("video")
+        if best is not None and any(s.index == best.index for s in tracks):
+            return next(s for s in tracks if s.index == best.index)
+        return max(tracks, key=lambda s: (s.frames, (s.codec_context.width or 0) * (s.codec_context.height or 0)))
+    return tracks[0] if tracks else None
+
+
 def _probe_container(container, path: str) -> tuple[VideoInfo, Iterator[av.VideoFrame]]:
     """Info from the container and its first decoded frame; also returns the frame iterator, with that
     first frame put back in front, so decoding continues without a seek (which would flush the
     threaded decoder)."""
-    if not container.streams.video:
+    stream = video_stream(container)
+    if stream is None:
         kind = "an audio-only file" if container.streams.audio else "a file with no video stream"
         raise InputError("video", f"{os.path.basename(path)} is {kind}; a video stream is required")
-    stream = container.streams.video[0]
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(24)
     fps = float(rate)
     if stream.duration is not None and stream.time_base is not None:
@@ -293,8 +313,9 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
     """Decode the selected frames of `path` into one float32 [F,H,W,3] tensor, plus the matching audio."""
     _check_options(opts)
     with _open(path) as container:
-        if container.streams.video:
-            container.streams.video[0].thread_type = "AUTO"  # must be set before the codec opens
+        stream = video_stream(container)
+        if stream is not None:
+            stream.thread_type = "AUTO"  # must be set before the codec opens
         info, decoded = _probe_container(container, path)
         planned = planned_frame_count(info, opts)
         width, height = output_size(info, opts)
