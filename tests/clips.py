@@ -141,3 +141,37 @@ def write_audio_file(path, codec, rate=44100, seconds=1.0, cover=False):
             c.mux(a.encode(af))
         c.mux(a.encode(None))
     return str(path)
+
+
+def write_ts_audio_switch(path, first=("stereo", 48000), second=("mono", 44100), seconds=0.5, frames=24):
+    """An MPEG-TS clip (24 fps H.264) whose MP2 audio switches layout / rate halfway, as broadcast recordings
+    do: `seconds` of a 440 Hz tone in `first`'s (layout, rate), then `seconds` in `second`'s."""
+    with av.open(str(path), "w", format="mpegts") as c:
+        vs = c.add_stream("libx264", rate=24)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        track = c.add_stream("mp2", rate=first[1], layout=first[0])
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (8 * i) % 256, np.uint8), format="rgb24")
+            f.pts = i
+            c.mux(vs.encode(f))
+        c.mux(vs.encode(None))
+        t = 0.0
+        for layout, rate in (first, second):
+            enc = av.CodecContext.create("mp2", "w")
+            enc.sample_rate, enc.layout, enc.format, enc.time_base = rate, layout, "s16", Fraction(1, rate)
+            enc.open()
+            channels = av.AudioLayout(layout).nb_channels
+            total = int(seconds * rate)
+            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / rate) * 32767).astype(np.int16)
+            packets = []
+            for pos in range(0, total, 1152):
+                part = np.repeat(tone[pos:pos + 1152][:, None], channels, 1).reshape(1, -1)
+                f = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="s16", layout=layout)
+                f.sample_rate, f.pts = rate, pos
+                packets += enc.encode(f)
+            for p in packets + list(enc.encode(None)):
+                p.stream, p.time_base = track, Fraction(1, 90000)
+                p.pts = p.dts = int(t * 90000)
+                t += 1152 / rate
+                c.mux(p)
+    return str(path)

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from clips import audio_only, bad_file, clip, truncated_copy, write_audio_file, write_clip
+from clips import audio_only, bad_file, clip, truncated_copy, write_audio_file, write_clip, write_ts_audio_switch
 from ltx_outpaint.errors import InputError
 from ltx_outpaint.media.sample import MARKER, marker_index
 from ltx_outpaint.media.decode import DecodeOptions, decode_audio, decode_video, probe
@@ -229,3 +229,18 @@ def test_cover_art_and_thumbnail_tracks_are_not_the_video(tmp_path, name, still)
     assert c.frames.shape == (12, 48, 64, 3) and c.fps == 24
     assert [round(float(f.mean()) * 255 / 8) for f in c.frames] == list(range(12))
     assert not c.audio.silent and c.audio.duration == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("first,second", [(("stereo", 48000), ("mono", 48000)), (("stereo", 48000), ("stereo", 44100)),
+                                          (("mono", 44100), ("stereo", 48000))])
+def test_audio_that_changes_layout_or_rate_mid_stream(tmp_path, first, second):
+    """Broadcast TS audio switches stereo -> mono or 48 -> 44.1 kHz: one layout and rate out, the whole tone kept."""
+    path = write_ts_audio_switch(tmp_path / "switch.ts", first, second)
+    a = decode_audio(path)
+    assert a.waveform.shape[0] in (1, 2) and a.sample_rate in (44100, 48000)
+    assert 0.95 < a.duration < 1.2
+    n = a.sample_rate // 4
+    for part in (a.waveform[:, n:2 * n], a.waveform[:, -2 * n:-n]):  # the tone in both halves
+        assert 0.2 < float(part.abs().max()) < 0.5  # (a stereo part downmixed to mono adds up)
+    c = decode_video(path)
+    assert c.num_frames == 24 and not c.audio.silent and c.audio.duration == pytest.approx(1.0, abs=0.01)

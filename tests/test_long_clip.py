@@ -216,6 +216,19 @@ def test_reader_skips_cover_art_and_thumbnail_tracks(tmp_path):
         FrameReader(write_audio_file(tmp_path / "song.mp3", "libmp3lame", cover=True))
 
 
+def test_audio_reader_follows_layout_and_rate_changes(tmp_path):
+    from clips import write_ts_audio_switch
+
+    path = write_ts_audio_switch(tmp_path / "switch.ts", ("stereo", 48000), ("mono", 44100))
+    r = AudioReader(path)
+    wave = r.read(0, 2 * r.rate)
+    r.close()
+    n = r.rate // 4
+    for part in (wave[:, n:2 * n], wave[:, 3 * n:4 * n]):  # the tone before and after the switch
+        assert 0.2 < float(np.abs(part).max()) < 0.5
+    assert float(np.abs(wave[:, int(1.2 * r.rate):]).max()) == 0.0  # silence past the end
+
+
 def test_generated_audio_is_crossfaded_at_joins_and_declicked_at_cuts(tmp_path):
     """Chunks whose generated audio starts at an unrelated phase: joined, the wave has no jump; naive
     concatenation would."""

@@ -17,7 +17,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from ..media.decode import VideoInfo, _open, _probe_container, video_stream
+from ..media.decode import AudioConverter, VideoInfo, _open, _probe_container, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -227,13 +227,13 @@ class AudioReader:
             for frame in self.container.decode(self.stream):
                 if resampler is None:
                     layout = "mono" if self.channels == 1 else ("stereo" if self.channels == 2 else frame.layout)
-                    resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.rate)
+                    resampler = AudioConverter(layout, self.rate)
                     start = round((float(frame.time or 0.0) - self.t0) * self.rate)
                     yield ("start", start)
                 for out in resampler.resample(frame):
                     yield ("data", out.to_ndarray()[: self.channels])
             if resampler is not None:
-                for out in resampler.resample(None):
+                for out in resampler.flush():
                     yield ("data", out.to_ndarray()[: self.channels])
         except av.error.FFmpegError as exc:
             log.warning("%s: audio decoding stopped early (%s)", os.path.basename(self.path), exc)

@@ -413,6 +413,32 @@ def _grow(out: torch.Tensor, n: int, most: int) -> tuple[torch.Tensor, np.ndarra
     return bigger, bigger.numpy()
 
 
+class AudioConverter:
+    """Audio frames in, float32 planar frames at one `layout` and `rate` out. PyAV's resampler is rebuilt when
+    the input's sample format, layout or rate changes (broadcast streams switch stereo -> mono, 48 -> 44.1 kHz
+    mid-file); `flush()` at the end."""
+
+    def __init__(self, layout, rate: int):
+        self.layout, self.rate = layout, int(rate)
+        self._resampler = None
+        self._source = None
+
+    def resample(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        source = (frame.format.name, frame.layout.name, frame.layout.nb_channels, frame.sample_rate)
+        out = []
+        if source != self._source:
+            if self._resampler is not None:
+                log.info("audio changes mid-stream (%s -> %s); resampling it to %s at %d Hz", self._source[1:],
+                         source[1:], getattr(self.layout, "name", self.layout), self.rate)
+            out = self.flush()
+            self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
+            self._source = source
+        return out + list(self._resampler.resample(frame))
+
+    def flush(self) -> list[av.AudioFrame]:
+        return list(self._resampler.resample(None)) if self._resampler is not None else []
+
+
 def silent_audio(duration: float, sample_rate: int = 44100, channels: int = 2) -> Audio:
     samples = max(1, int(round(duration * sample_rate)))
     return Audio(torch.zeros(channels, samples, dtype=torch.float32), sample_rate, silent=True)
@@ -435,12 +461,12 @@ def decode_audio(path: str, start: float = 0.0, duration: float | None = None,
         try:
             for frame in container.decode(stream):
                 if resampler is None:
-                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+                    resampler = AudioConverter(frame.layout, rate)
                     first_t = float(frame.time or 0.0)
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray())
             if resampler is not None:
-                for out in resampler.resample(None):
+                for out in resampler.flush():
                     chunks.append(out.to_ndarray())
         except av.error.FFmpegError as exc:
             log.warning("%s: audio decoding stopped early (%s)", os.path.basename(path), exc)
