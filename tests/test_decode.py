@@ -160,11 +160,34 @@ def test_zero_frame_selection():
 
 @pytest.mark.parametrize("opts,field", [(DecodeOptions(select_every_nth=0), "select_every_nth"),
                                         (DecodeOptions(force_fps=-1), "force_fps"),
+                                        (DecodeOptions(force_fps=float("nan")), "force_fps"),
+                                        (DecodeOptions(force_fps=float("inf")), "force_fps"),
+                                        (DecodeOptions(force_fps=1e-6), "force_fps"),
+                                        (DecodeOptions(force_fps=0.5), "force_fps"),
+                                        (DecodeOptions(force_fps=241), "force_fps"),
+                                        (DecodeOptions(audio_sample_rate=1), "audio_sample_rate"),
+                                        (DecodeOptions(audio_sample_rate=7999), "audio_sample_rate"),
+                                        (DecodeOptions(audio_sample_rate=200000), "audio_sample_rate"),
                                         (DecodeOptions(frame_load_cap=-2), "frame_load_cap")])
 def test_option_validation(opts, field):
     with pytest.raises(InputError) as e:
         decode_video(clip("base.mp4", width=160, height=96, frames=24), opts)
     assert e.value.field == field
+    if field in ("force_fps", "audio_sample_rate"):
+        assert "allowed 0 (keep the file's rate) or " in str(e.value)
+
+
+def test_rate_options_at_their_limits():
+    path = clip("base.mp4", width=160, height=96, frames=24, fps=24)
+    c = decode_video(path, DecodeOptions(force_fps=1, audio_sample_rate=8000))
+    assert c.num_frames == 1 and c.fps == 1 and c.audio.sample_rate == 8000
+    assert c.audio.waveform.shape[1] == 8000
+
+
+def test_audio_padding_is_bounded_by_the_span_asked_for():
+    """Silence before late audio is padded only as far as the span kept (not the whole gap, then cut)."""
+    a = decode_audio(clip("base.mp4", width=160, height=96, frames=24, fps=24), start=-1e7, duration=0.5)
+    assert a.waveform.shape[1] == 22050 and float(a.waveform.abs().max()) == 0.0
 
 
 @pytest.mark.parametrize("name,text", [

@@ -251,14 +251,22 @@ def planned_frame_count(info: VideoInfo, opts: DecodeOptions) -> int:
 _LESS = "set frame_load_cap, select_every_nth or max_width/max_height to load less"
 
 
-def _check_options(opts: DecodeOptions) -> None:
+#: force_fps and audio_sample_rate: 0 keeps the file's own rate, else one of these ranges.
+FORCE_FPS_RANGE = (1.0, 240.0)
+AUDIO_RATE_RANGE = (8000, 192000)
+
+
+def check_options(opts: DecodeOptions) -> None:
+    """Refuse out-of-range options before any work (InputError naming the option and its range)."""
     for name, lo in (("frame_load_cap", 0), ("skip_first_frames", 0), ("select_every_nth", 1),
-                     ("max_width", 0), ("max_height", 0), ("audio_sample_rate", 0)):
+                     ("max_width", 0), ("max_height", 0)):
         v = getattr(opts, name)
         if v < lo:
             raise InputError(name, f"got {v}; must be >= {lo}")
-    if opts.force_fps < 0 or opts.force_fps > 240:
-        raise InputError("force_fps", f"got {opts.force_fps}; allowed 0 (keep) or up to 240")
+    for name, (lo, hi) in (("force_fps", FORCE_FPS_RANGE), ("audio_sample_rate", AUDIO_RATE_RANGE)):
+        v = getattr(opts, name)
+        if not math.isfinite(v) or (v != 0 and not lo <= v <= hi):  # NaN passes ComfyUI's min/max check
+            raise InputError(name, f"got {v}; allowed 0 (keep the file's rate) or {lo:g} to {hi:g}")
 
 
 def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> Iterator[tuple[av.VideoFrame, float]]:
@@ -311,7 +319,7 @@ def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> I
 
 def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
     """Decode the selected frames of `path` into one float32 [F,H,W,3] tensor, plus the matching audio."""
-    _check_options(opts)
+    check_options(opts)
     with _open(path) as container:
         stream = video_stream(container)
         if stream is not None:
@@ -474,12 +482,13 @@ def decode_audio(path: str, start: float = 0.0, duration: float | None = None,
         return None
     wave = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
     offset = int(round((start - (first_t or 0.0)) * rate))
+    want = None if duration is None else int(round(duration * rate))
     if offset > 0:
         wave = wave[:, offset:]
-    elif offset < 0:  # audio starts after the first frame: pad the gap with silence
-        wave = np.concatenate([np.zeros((wave.shape[0], -offset), np.float32), wave], axis=1)
-    if duration is not None:
-        want = int(round(duration * rate))
+    elif offset < 0:  # audio starts after the first frame: pad the gap with silence (no more than is kept)
+        gap = -offset if want is None else min(-offset, want)
+        wave = np.concatenate([np.zeros((wave.shape[0], gap), np.float32), wave], axis=1)
+    if want is not None:
         wave = wave[:, :want]
         if wave.shape[1] < want:
             wave = np.pad(wave, ((0, 0), (0, want - wave.shape[1])))
