@@ -267,3 +267,12 @@ def test_audio_that_changes_layout_or_rate_mid_stream(tmp_path, first, second):
         assert 0.2 < float(part.abs().max()) < 0.5  # (a stereo part downmixed to mono adds up)
     c = decode_video(path)
     assert c.num_frames == 24 and not c.audio.silent and c.audio.duration == pytest.approx(1.0, abs=0.01)
+
+
+def test_force_fps_on_a_stream_without_timestamps(tmp_path):
+    """Raw Annex-B H.264 frames carry no time: force_fps resamples them by index at the stream's rate."""
+    path = write_clip(tmp_path / "cam.h264", "h264", frames=12)
+    fps = probe(path).fps
+    for factor, expected in ((0.5, list(range(0, 12, 2))), (1, list(range(12))), (2, [i // 2 for i in range(24)])):
+        c = decode_video(path, DecodeOptions(force_fps=fps * factor))
+        assert [round(float(f.mean()) * 255 / 8) for f in c.frames] == expected, factor

@@ -269,7 +269,16 @@ def check_options(opts: DecodeOptions) -> None:
             raise InputError(name, f"got {v}; allowed 0 (keep the file's rate) or {lo:g} to {hi:g}")
 
 
-def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> Iterator[tuple[av.VideoFrame, float]]:
+def _timed(decoded: Iterator[av.VideoFrame], fps: float) -> Iterator[tuple[av.VideoFrame, float]]:
+    """(frame, time in s); a frame without a timestamp (raw Annex-B H.264) comes 1 / `fps` after the one before."""
+    t = None
+    for frame in decoded:
+        t = float(frame.time) if frame.time is not None else (0.0 if t is None else t + 1.0 / fps)
+        yield frame, t
+
+
+def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions,
+                     source_fps: float) -> Iterator[tuple[av.VideoFrame, float]]:
     """Yield (frame, time) for each selected output frame, in order."""
     index = 0  # index in the (possibly resampled) timeline
 
@@ -281,9 +290,9 @@ def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> I
     emitted = 0
     cap = opts.frame_load_cap or None
     if not opts.force_fps:
-        for frame in decoded:
+        for frame, t in _timed(decoded, source_fps):
             if wanted(index):
-                yield frame, float(frame.time or 0.0)
+                yield frame, t
                 emitted += 1
                 if cap and emitted >= cap:
                     return
@@ -291,10 +300,9 @@ def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> I
         return
     # Resample: output frame k shows the last source frame with time <= t0 + k / fps.
     step = 1.0 / opts.force_fps
-    prev = None
+    prev = prev_t = None
     t0 = None
-    for frame in decoded:
-        t = float(frame.time or 0.0)
+    for frame, t in _timed(decoded, source_fps):
         if t0 is None:
             t0 = t
         if prev is not None:
@@ -305,9 +313,11 @@ def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> I
                     if cap and emitted >= cap:
                         return
                 index += 1
-        prev = frame
+        prev, prev_t = frame, t
     if prev is not None:
-        end = float(prev.time or 0.0) + (float(prev.duration * prev.time_base) if prev.duration else step)
+        timed = prev.time is not None and prev.duration and prev.time_base  # else on the index timeline
+        shown = float(prev.duration * prev.time_base) if timed else 1.0 / source_fps
+        end = prev_t + shown
         while t0 + index * step < end - 1e-6:
             if wanted(index):
                 yield prev, t0 + index * step
@@ -343,7 +353,7 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         source = _Counted(decoded)
         cut_short = None
         try:
-            for frame, t in _selected_frames(source, opts):
+            for frame, t in _selected_frames(source, opts, info.fps):
                 if first_time is None:
                     first_time = t
                 if n == out.shape[0]:
