@@ -229,6 +229,23 @@ def test_audio_reader_follows_layout_and_rate_changes(tmp_path):
     assert float(np.abs(wave[:, int(1.2 * r.rate):]).max()) == 0.0  # silence past the end
 
 
+@pytest.mark.parametrize("detect_scenes", [True, False])
+def test_raw_h264_that_cannot_seek(tmp_path, detect_scenes):
+    """Raw Annex-B H.264 has no timestamps and cannot seek: read by index, reopened for a backward jump."""
+    from clips import write_clip
+
+    path = write_clip(tmp_path / "cam.h264", "h264", frames=12)
+    level = lambda block: [int(round(f.mean() / 8)) for f in block]  # noqa: E731 - frame i is grey 8*i
+    with FrameReader(path, keep=2) as r:
+        assert r.count_slots() == 12
+        assert level(r.read(0, 20)) == list(range(12))
+        assert level(r.read(2, 3)) == [2, 3, 4]  # backward: opened again
+    res = run_long(path, str(tmp_path / "o.mp4"), OutpaintRequest(prompt="x"), CANVAS,
+                   options=LongOptions(detect_scenes=detect_scenes))
+    assert res.frames == 12
+    assert decode_video(res.path).num_frames == 12
+
+
 def test_generated_audio_is_crossfaded_at_joins_and_declicked_at_cuts(tmp_path):
     """Chunks whose generated audio starts at an unrelated phase: joined, the wave has no jump; naive
     concatenation would."""
