@@ -276,3 +276,20 @@ def test_force_fps_on_a_stream_without_timestamps(tmp_path):
     for factor, expected in ((0.5, list(range(0, 12, 2))), (1, list(range(12))), (2, [i // 2 for i in range(24)])):
         c = decode_video(path, DecodeOptions(force_fps=fps * factor))
         assert [round(float(f.mean()) * 255 / 8) for f in c.frames] == expected, factor
+
+
+def test_variable_frame_rate_with_long_gaps_warns():
+    """A screen recording that stood still for 3 s: loaded frame after frame (unchanged), with a warning that
+    points to force_fps; steady or jittery rates give none."""
+    times = [i / 30 for i in range(10)] + [3.3 + i / 30 for i in range(10)]
+    path = clip("vfr_screen.mp4", width=64, height=64, frames=20, fps=30, frame_times=times, audio_layout="mono")
+    c = decode_video(path)
+    assert indices(c) == list(range(20)) and c.untouched
+    assert len(c.warnings) == 1 and "variable frame rate" in c.warnings[0] and "force_fps" in c.warnings[0]
+    assert "3.00 s gap" in c.warnings[0]
+    resampled = decode_video(path, DecodeOptions(force_fps=30))
+    assert not resampled.warnings and resampled.num_frames == 109  # 3.63 s at 30 fps
+    jitter = [i / 30 + (0.008 if i % 3 == 1 else 0.0) for i in range(20)]
+    assert not decode_video(clip("vfr_jitter.mp4", width=64, height=64, frames=20, fps=30, frame_times=jitter,
+                                 audio_layout=None)).warnings
+    assert not decode_video(clip("base.mp4", width=160, height=96, frames=24, fps=24)).warnings

@@ -380,6 +380,15 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         text = f"{os.path.basename(path)} is cut short ({cut_short}); loaded the {n} frames before the cut"
         warnings.append("WARNING: " + text)
         log.warning("%s", text)
+    spacing = None if opts.force_fps else _irregular_spacing(source.times)
+    if spacing and n:
+        gap, median = spacing
+        text = (f"{os.path.basename(path)} has a variable frame rate (a {gap:.2f} s gap between frames, "
+                f"{1 / median:.3g} fps elsewhere): its frames are loaded one after another at {info.fps:.3g} fps, so "
+                f"they drift from the audio; set force_fps (e.g. {min(240, max(1, round(1 / median)))}) to place "
+                f"them by their timestamps")
+        warnings.append("WARNING: " + text)
+        log.warning("%s", text)
     if n == 0:
         raise InputError("skip_first_frames",
                          f"the selection gives 0 frames: the clip has about {info.frame_count} frames "
@@ -398,17 +407,18 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         audio = silent_audio(duration, opts.audio_sample_rate or 44100)
         log.warning("%s has no audio track: returning %.2f s of silence", os.path.basename(path), duration)
     return Clip(frames, float(fps), audio, source_path=os.path.abspath(path),
-                untouched=opts.untouched and n >= info.frame_count and not warnings, start_time=start,
+                untouched=opts.untouched and n >= info.frame_count and not cut_short, start_time=start,
                 warnings=warnings)
 
 
 class _Counted:
-    """An iterator that counts what it yields and notes when its source ran out."""
+    """An iterator of frames that counts what it yields, keeps their times and notes when its source ran out."""
 
     def __init__(self, it: Iterator):
         self._it = iter(it)
         self.count = 0
         self.exhausted = False
+        self.times: list[float] = []
 
     def __iter__(self) -> "_Counted":
         return self
@@ -420,7 +430,21 @@ class _Counted:
             self.exhausted = True
             raise
         self.count += 1
+        if item.time is not None:
+            self.times.append(float(item.time))
         return item
+
+
+def _irregular_spacing(times: list[float]) -> tuple[float, float] | None:
+    """(largest gap, median spacing) in s when some gap between frames is over 3x the median (a variable
+    frame rate screen or phone recording that stood still); None for a steady rate."""
+    if len(times) < 3:
+        return None
+    gaps = np.diff(np.sort(np.asarray(times, dtype=np.float64)))
+    median = float(np.median(gaps))
+    if median <= 0 or gaps.max() <= 3 * median:
+        return None
+    return float(gaps.max()), median
 
 
 def _grow(out: torch.Tensor, n: int, most: int) -> tuple[torch.Tensor, np.ndarray]:
