@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-from clips import audio_only, bad_file, clip, truncated_copy, write_audio_file, write_clip, write_ts_audio_switch
+from clips import (audio_only, bad_file, clip, cut_short, truncated_copy, write_audio_file, write_clip,
+                   write_ts_audio_switch)
 from ltx_outpaint.errors import InputError
 from ltx_outpaint.media.sample import MARKER, marker_index
 from ltx_outpaint.media.decode import DecodeOptions, decode_audio, decode_video, probe
@@ -293,3 +294,15 @@ def test_variable_frame_rate_with_long_gaps_warns():
     assert not decode_video(clip("vfr_jitter.mp4", width=64, height=64, frames=20, fps=30, frame_times=jitter,
                                  audio_layout=None)).warnings
     assert not decode_video(clip("base.mp4", width=160, height=96, frames=24, fps=24)).warnings
+
+
+@pytest.mark.parametrize("name,codec,acodec", [("long_audio.mkv", "libx264", "aac"), ("long_audio.ts", "libx264", "aac"),
+                                               ("long_audio.webm", "libvpx-vp9", "libopus")])
+def test_every_frame_decoded_is_untouched_whatever_the_container_duration(tmp_path, name, codec, acodec):
+    """MKV/WebM give no frame count: the estimate from the container's duration counts the longer audio. Untouched
+    means every frame decoded with no selection, so the fal path uploads such files as they are."""
+    c = decode_video(write_clip(tmp_path / name, codec=codec, frames=12, audio=(acodec, 48000, "stereo", 2.0)))
+    assert c.num_frames == 12 and c.untouched and not c.warnings
+    assert not decode_video(c.source_path, DecodeOptions(frame_load_cap=12)).untouched  # a selection
+    cut = decode_video(cut_short(clip("base.mp4", width=160, height=96, frames=24), "cut_in_data.mp4", 0.6))
+    assert cut.warnings and not cut.untouched

@@ -407,7 +407,7 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         audio = silent_audio(duration, opts.audio_sample_rate or 44100)
         log.warning("%s has no audio track: returning %.2f s of silence", os.path.basename(path), duration)
     return Clip(frames, float(fps), audio, source_path=os.path.abspath(path),
-                untouched=opts.untouched and n >= info.frame_count and not cut_short, start_time=start,
+                untouched=opts.untouched and source.exhausted and not cut_short, start_time=start,
                 warnings=warnings)
 
 
