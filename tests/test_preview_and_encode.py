@@ -178,3 +178,33 @@ def test_mp4_audio_at_a_rate_aac_cannot_store_is_resampled(tmp_path, rate, store
     got_rate, seconds, peak = _audio_track(path)
     assert got_rate == stored and abs(seconds - 1.0) < 0.03 and peak > 0.3
     assert _probe(path)[0] == 10
+
+
+def test_metadata_text_ffmpeg_cannot_store_is_cleaned(tmp_path):
+    """A prompt with an undecodable (surrogate-escaped) character or a NUL byte is written whole, cleaned, by
+    write_mp4, the long-clip writer and the remux; it never fails the end of a run nor cuts the text."""
+    from ltx_outpaint.long.writer import StreamingWriter
+    from ltx_outpaint.media.remux import remux_with_metadata
+
+    metadata = {"comment": "caf\udce9 at dusk\0, wide", "k\0ey": "v"}
+    want = {"comment": "caf\ufffd at dusk, wide", "key": "v"}
+    one = write_mp4(str(tmp_path / "a.mp4"), torch.rand(2, 16, 16, 3), 10, None, metadata=metadata)
+    w = StreamingWriter(str(tmp_path / "b.mp4"), 10, metadata=metadata)
+    w.write_frames(torch.rand(2, 16, 16, 3))
+    two = w.close()
+    three = remux_with_metadata(one, str(tmp_path / "c.mp4"), metadata)
+    for path in (one, two, three):
+        with av.open(path) as c:
+            assert {k: c.metadata.get(k) for k in want} == want, path
+
+
+def test_write_mp4_leaves_no_partial_file_when_it_fails(tmp_path, monkeypatch):
+    from ltx_outpaint.media import encode
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(encode, "_write_audio", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_mp4(str(tmp_path / "o.mp4"), torch.rand(2, 16, 16, 3), 10, Audio(torch.zeros(2, 8000), 8000))
+    assert os.listdir(tmp_path) == []

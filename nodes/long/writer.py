@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..media.encode import (_LAYOUTS, QUALITY_AUDIO_BITRATE, QUALITY_CRF, SMALL_MODE_CRF_BONUS, WRITE_MODE_PRESET,
-                            RateConverter, aac_rate, fps_fraction)
+                            RateConverter, aac_rate, clean_metadata, fps_fraction)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class StreamingWriter:
         self.container = av.open(self.partial, mode="w", format="mp4",
                                  options={"movflags": "+faststart+use_metadata_tags"})
         if metadata:
-            self.container.metadata.update({k: str(v) for k, v in metadata.items()})
+            self.container.metadata.update(clean_metadata(metadata))
         self.video = None
         self.size: tuple[int, int] | None = None
         self.frames = 0

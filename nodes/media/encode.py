@@ -69,6 +69,18 @@ class RateConverter:
         return np.concatenate(parts, axis=1) if parts else np.zeros((self._channels, 0), np.float32)
 
 
+def _clean_text(value) -> str:
+    """Text FFmpeg stores whole: undecodable characters (surrogate escapes) become U+FFFD, NUL bytes (which
+    would end the string) are dropped."""
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in str(value)).replace("\0", "")
+
+
+def clean_metadata(metadata: dict | None) -> dict[str, str]:
+    """Container metadata (a prompt, a workflow) as FFmpeg can write it."""
+    out = {_clean_text(k): _clean_text(v) for k, v in (metadata or {}).items()}
+    return {k: v for k, v in out.items() if k}
+
+
 def fps_fraction(fps: float) -> Fraction:
     """A rational frame rate for the container (29.97 -> 30000/1001)."""
     return Fraction(fps).limit_denominator(1001)
@@ -91,36 +103,41 @@ def write_mp4(path: str, frames: torch.Tensor, fps: float, audio: Audio | None =
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
     rate = fps_fraction(fps)
     tmp = path + ".partial"
-    with av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart+use_metadata_tags"}) as container:
-        if metadata:
-            container.metadata.update({k: str(v) for k, v in metadata.items()})
-        vs = container.add_stream("libx264", rate=rate)
-        vs.width, vs.height = w + pad_w, h + pad_h
-        vs.pix_fmt = "yuv420p"
-        crf = QUALITY_CRF[video_quality] + (SMALL_MODE_CRF_BONUS if video_write_mode == "small" else 0)
-        vs.options = {"crf": str(crf), "preset": WRITE_MODE_PRESET[video_write_mode]}
-        vs.codec_context.time_base = 1 / rate
-        astream = None
-        if audio is not None:
-            channels = int(audio.waveform.shape[0])
-            layout = _LAYOUTS.get(channels)
-            if layout is None:
-                log.warning("%d audio channels have no standard layout; writing the first two", channels)
-                layout, channels = "stereo", 2
-            astream = container.add_stream("aac", rate=aac_rate(audio.sample_rate), layout=layout)
-            astream.bit_rate = QUALITY_AUDIO_BITRATE[video_quality]
-        for start in range(0, n, chunk):
-            block = frames[start:start + chunk].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
-            if pad_w or pad_h:
-                block = np.pad(block, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-            for i, rgb in enumerate(block):
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame.pts = start + i
-                container.mux(vs.encode(frame))
-        container.mux(vs.encode(None))
-        if astream is not None:
-            _write_audio(container, astream, audio, n / float(rate))
-    os.replace(tmp, path)
+    try:
+        with av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart+use_metadata_tags"}) as container:
+            if metadata:
+                container.metadata.update(clean_metadata(metadata))
+            vs = container.add_stream("libx264", rate=rate)
+            vs.width, vs.height = w + pad_w, h + pad_h
+            vs.pix_fmt = "yuv420p"
+            crf = QUALITY_CRF[video_quality] + (SMALL_MODE_CRF_BONUS if video_write_mode == "small" else 0)
+            vs.options = {"crf": str(crf), "preset": WRITE_MODE_PRESET[video_write_mode]}
+            vs.codec_context.time_base = 1 / rate
+            astream = None
+            if audio is not None:
+                channels = int(audio.waveform.shape[0])
+                layout = _LAYOUTS.get(channels)
+                if layout is None:
+                    log.warning("%d audio channels have no standard layout; writing the first two", channels)
+                    layout, channels = "stereo", 2
+                astream = container.add_stream("aac", rate=aac_rate(audio.sample_rate), layout=layout)
+                astream.bit_rate = QUALITY_AUDIO_BITRATE[video_quality]
+            for start in range(0, n, chunk):
+                block = frames[start:start + chunk].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+                if pad_w or pad_h:
+                    block = np.pad(block, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+                for i, rgb in enumerate(block):
+                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                    frame.pts = start + i
+                    container.mux(vs.encode(frame))
+            container.mux(vs.encode(None))
+            if astream is not None:
+                _write_audio(container, astream, audio, n / float(rate))
+        os.replace(tmp, path)
+    except BaseException:  # no half-written file is left behind
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return path
 
 
