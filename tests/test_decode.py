@@ -216,7 +216,7 @@ def test_playlists_cannot_read_other_files(tmp_path, name, text):
 ])
 def test_ordinary_containers_load(tmp_path, name, fmt, codec, pix_fmt):
     c = decode_video(write_clip(tmp_path / name, fmt, codec, pix_fmt, frames=6))
-    assert c.frames.shape == (6, 48, 64, 3)
+    assert c.frames.shape == (6, 48, 64, 3) and not c.warnings  # (a GIF decodes to BGRA, opaque)
 
 
 @pytest.mark.parametrize("name,codec", [("a.wav", "pcm_s16le"), ("a.mp3", "libmp3lame"), ("a.flac", "flac"),
@@ -306,3 +306,28 @@ def test_every_frame_decoded_is_untouched_whatever_the_container_duration(tmp_pa
     assert not decode_video(c.source_path, DecodeOptions(frame_load_cap=12)).untouched  # a selection
     cut = decode_video(cut_short(clip("base.mp4", width=160, height=96, frames=24), "cut_in_data.mp4", 0.6))
     assert cut.warnings and not cut.untouched
+
+
+@pytest.mark.parametrize("codec,pix_fmt", [("png", "rgba"), ("qtrle", "argb")])
+def test_transparency_that_is_dropped_is_warned_about(tmp_path, codec, pix_fmt):
+    import av
+    import numpy as np
+
+    def write(name, alpha):
+        with av.open(str(tmp_path / name), "w") as c:
+            vs = c.add_stream(codec, rate=24)
+            vs.width, vs.height, vs.pix_fmt = 32, 32, pix_fmt
+            for i in range(3):
+                rgba = np.full((32, 32, 4), 120, np.uint8)
+                rgba[..., 3] = 255
+                rgba[:16, :, 3] = alpha  # the top half see-through
+                f = av.VideoFrame.from_ndarray(rgba, format="rgba").reformat(format=pix_fmt)
+                f.pts = i
+                c.mux(vs.encode(f))
+            c.mux(vs.encode(None))
+        return str(tmp_path / name)
+
+    c = decode_video(write("alpha.mov", 0))
+    assert c.num_frames == 3 and len(c.warnings) == 1 and "transparency" in c.warnings[0]
+    assert c.untouched  # the frames are still the file's frames
+    assert not decode_video(write("opaque.mov", 255)).warnings

@@ -98,6 +98,7 @@ class VideoInfo:
     frame_count: int  # container's count, or estimated from duration x fps
     has_audio: bool
     indexed_frames: int = 0  # the count the container's index lists (0 = no index count)
+    alpha: bool = False  # transparency that the RGB frames drop (see _has_alpha)
 
 
 def available_memory_bytes() -> int:
@@ -219,8 +220,18 @@ def _probe_container(container, path: str) -> tuple[VideoInfo, Iterator[av.Video
     rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
     width, height = (first.height, first.width) if rotation % 180 == 90 else (first.width, first.height)
     info = VideoInfo(width, height, rotation, fps, duration, frame_count, bool(container.streams.audio),
-                     int(stream.frames or 0))
+                     int(stream.frames or 0), _has_alpha(stream, first))
     return info, itertools.chain([first], frames)
+
+
+def _has_alpha(stream, first: av.VideoFrame) -> bool:
+    """Transparency: an alpha plane with a see-through pixel in the first frame (GIF and PNG decoders give
+    one to opaque pictures too), or VP8/VP9 alpha stored beside the picture (WebM's alpha_mode)."""
+    if any(k.lower() == "alpha_mode" and str(v).strip() == "1" for k, v in stream.metadata.items()):
+        return True
+    if not any(c.is_alpha for c in first.format.components):
+        return False
+    return bool((first.to_ndarray(format="rgba")[..., 3] < 255).any())
 
 
 def output_size(info: VideoInfo, opts: DecodeOptions) -> tuple[int, int]:
@@ -378,6 +389,11 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
     warnings = []
     if cut_short and n:
         text = f"{os.path.basename(path)} is cut short ({cut_short}); loaded the {n} frames before the cut"
+        warnings.append("WARNING: " + text)
+        log.warning("%s", text)
+    if info.alpha and n:
+        text = (f"{os.path.basename(path)} has transparency (an alpha channel), which is dropped: see-through "
+                f"areas load as the colour stored under them (often black)")
         warnings.append("WARNING: " + text)
         log.warning("%s", text)
     spacing = None if opts.force_fps else _irregular_spacing(source.times)
