@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--frame-load-cap", type=int, default=0, help="Load at most N frames (0 = all).")
     d.add_argument("--skip-first-frames", type=int, default=0)
     d.add_argument("--select-every-nth", type=int, default=1)
-    d.add_argument("--force-fps", type=float, default=0.0, help="Resample the source to this rate (0 = keep).")
+    d.add_argument("--force-fps", type=float, default=0.0, help="Resample to this rate, 1 to 240 (0 = keep).")
     d.add_argument("--max-width", type=int, default=0)
     d.add_argument("--max-height", type=int, default=0)
     _add_request_options(r)

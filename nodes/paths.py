@@ -64,25 +64,34 @@ class PathPolicy:
         given = os.path.expanduser(str(given).strip())
         return given if os.path.isabs(given) else os.path.join(self.base, given)
 
+    def _real(self, given: str) -> str:
+        """The real path of `given`; "" for a name no file can have (a NUL byte), which is then refused."""
+        try:
+            return os.path.realpath(self._candidate(given))
+        except (ValueError, OSError):
+            return ""
+
     def resolve(self, given: str, field: str, node: str | None = None) -> str:
         """The real path of `given` if it is an allowed file; else the one refusal message."""
-        real = os.path.realpath(self._candidate(given))
-        is_file = os.path.isfile(real)  # stat in every case: a refusal costs what a missing file costs
+        real = self._real(given)
+        is_file = bool(real) and os.path.isfile(real)  # stat in every case: a refusal costs what a missing file costs
         if is_file and (self.any or any(_within(real, r) for r in self.roots)):
             return real
         raise refused(given, field, node, self.what, self.described)
 
     def resolve_folder(self, given: str, field: str, node: str | None = None) -> str:
         """The real path of `given` if it is an allowed folder (same rules and refusal as `resolve`)."""
-        real = os.path.realpath(self._candidate(given))
-        is_dir = os.path.isdir(real)
+        real = self._real(given)
+        is_dir = bool(real) and os.path.isdir(real)
         if is_dir and (self.any or any(_within(real, r) for r in self.roots)):
             return real
         raise refused(given, field, node, self.what.replace("file", "folder"), self.described, noun="folder")
 
     def resolve_missing(self, given: str, field: str, node: str | None = None) -> InputError:
         """The refusal for a name that is in none of the folders (same text as `resolve`'s, same work)."""
-        os.path.isfile(os.path.realpath(self._candidate(given)))
+        real = self._real(given)
+        if real:
+            os.path.isfile(real)
         return refused(given, field, node, self.what, self.described)
 
     def fingerprint(self, given: str, label: str | None = None) -> str:
@@ -92,11 +101,13 @@ class PathPolicy:
         (default `given`) is what it shows of the input.
         """
         label = given if label is None else label
+        if "\0" in str(given):  # no file has this name
+            return f"refused:{label}"
         path = os.path.normpath(os.path.abspath(self._candidate(given)))
         if not self.any and not any(_within(path, r) for r in self.roots):
             return f"refused:{label}"
-        real = os.path.realpath(path)
-        if not self.any and not any(_within(real, r) for r in self.roots):
+        real = self._real(path)
+        if not real or (not self.any and not any(_within(real, r) for r in self.roots)):
             return f"refused:{label}"
         try:
             st = os.stat(real)

@@ -1,7 +1,10 @@
+import os
+
 import pytest
 import torch
 
-from clips import audio_only, bad_file, clip, truncated_copy
+from clips import (audio_only, bad_file, clip, cut_short, truncated_copy, write_audio_file, write_clip,
+                   write_ts_audio_switch)
 from ltx_outpaint.errors import InputError
 from ltx_outpaint.media.sample import MARKER, marker_index
 from ltx_outpaint.media.decode import DecodeOptions, decode_audio, decode_video, probe
@@ -158,8 +161,173 @@ def test_zero_frame_selection():
 
 @pytest.mark.parametrize("opts,field", [(DecodeOptions(select_every_nth=0), "select_every_nth"),
                                         (DecodeOptions(force_fps=-1), "force_fps"),
+                                        (DecodeOptions(force_fps=float("nan")), "force_fps"),
+                                        (DecodeOptions(force_fps=float("inf")), "force_fps"),
+                                        (DecodeOptions(force_fps=1e-6), "force_fps"),
+                                        (DecodeOptions(force_fps=0.5), "force_fps"),
+                                        (DecodeOptions(force_fps=241), "force_fps"),
+                                        (DecodeOptions(audio_sample_rate=1), "audio_sample_rate"),
+                                        (DecodeOptions(audio_sample_rate=7999), "audio_sample_rate"),
+                                        (DecodeOptions(audio_sample_rate=200000), "audio_sample_rate"),
                                         (DecodeOptions(frame_load_cap=-2), "frame_load_cap")])
 def test_option_validation(opts, field):
     with pytest.raises(InputError) as e:
         decode_video(clip("base.mp4", width=160, height=96, frames=24), opts)
     assert e.value.field == field
+    if field in ("force_fps", "audio_sample_rate"):
+        assert "allowed 0 (keep the file's rate) or " in str(e.value)
+
+
+def test_rate_options_at_their_limits():
+    path = clip("base.mp4", width=160, height=96, frames=24, fps=24)
+    c = decode_video(path, DecodeOptions(force_fps=1, audio_sample_rate=8000))
+    assert c.num_frames == 1 and c.fps == 1 and c.audio.sample_rate == 8000
+    assert c.audio.waveform.shape[1] == 8000
+
+
+def test_audio_padding_is_bounded_by_the_span_asked_for():
+    """Silence before late audio is padded only as far as the span kept (not the whole gap, then cut)."""
+    a = decode_audio(clip("base.mp4", width=160, height=96, frames=24, fps=24), start=-1e7, duration=0.5)
+    assert a.waveform.shape[1] == 22050 and float(a.waveform.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("name,text", [
+    ("list.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:9\n#EXTINF:1,\n{target}\n#EXT-X-ENDLIST\n"),
+    ("list.ffconcat", "ffconcat version 1.0\nfile '{target}'\n"),
+])
+def test_playlists_cannot_read_other_files(tmp_path, name, text):
+    """A playlist in an allowed folder would decode files anywhere on disk: refused like any non-video, with the
+    same message whether the file it names exists or not."""
+    secret = write_clip(tmp_path / "secret.mp4", frames=4)
+    messages = []
+    for target in (secret, str(tmp_path / "missing.mp4")):
+        playlist = tmp_path / name  # concat reads names relative to itself, HLS any path
+        playlist.write_text(text.format(target=target if name.endswith("m3u8") else os.path.basename(target)))
+        with pytest.raises(InputError, match="not a video") as e:
+            decode_video(str(playlist))
+        assert e.value.field == "video"
+        messages.append(str(e.value))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("name,fmt,codec,pix_fmt", [
+    ("c.mp4", None, "libx264", "yuv420p"), ("c.mkv", None, "libx264", "yuv420p"),
+    ("c.webm", None, "libvpx-vp9", "yuv420p"), ("c.gif", None, "gif", "rgb8"), ("c.ts", None, "libx264", "yuv420p"),
+])
+def test_ordinary_containers_load(tmp_path, name, fmt, codec, pix_fmt):
+    c = decode_video(write_clip(tmp_path / name, fmt, codec, pix_fmt, frames=6))
+    assert c.frames.shape == (6, 48, 64, 3) and not c.warnings  # (a GIF decodes to BGRA, opaque)
+
+
+@pytest.mark.parametrize("name,codec", [("a.wav", "pcm_s16le"), ("a.mp3", "libmp3lame"), ("a.flac", "flac"),
+                                        ("a.ogg", "libopus"), ("a.aac", "aac")])
+def test_audio_only_formats_say_so(tmp_path, name, codec):
+    with pytest.raises(InputError, match="audio-only file"):
+        decode_video(write_audio_file(tmp_path / name, codec, 48000))
+
+
+def test_memory_guard_holds_when_the_file_gives_no_frame_count(tmp_path):
+    """A live-written MKV lists neither frame count nor duration: the buffer grows as frames come, and every
+    growth is checked against the limit."""
+    path = write_clip(tmp_path / "live.mkv", "matroska", frames=40, options={"live": "1"})
+    assert probe(path).frame_count == 0
+    frame_bytes = 64 * 48 * 3 * 4
+    with pytest.raises(InputError, match=r"frames of 64x48 need .* GiB as float32 but only .* GiB .* does not say "
+                                         r"how many frames .* set frame_load_cap") as e:
+        decode_video(path, DecodeOptions(max_memory_bytes=10 * frame_bytes))
+    assert e.value.field == "frame_load_cap"
+    c = decode_video(path, DecodeOptions(max_memory_bytes=40 * frame_bytes))  # exactly enough
+    assert c.num_frames == 40
+
+
+@pytest.mark.parametrize("name,codec", [("song.mp3", "libmp3lame"), ("song.m4a", "aac")])
+def test_audio_with_cover_art_is_an_audio_only_file(tmp_path, name, codec):
+    with pytest.raises(InputError, match="audio-only file"):
+        decode_video(write_audio_file(tmp_path / name, codec, cover=True))
+
+
+@pytest.mark.parametrize("name,still", [("cover_first.mp4", "cover"), ("thumb_first.mkv", "track")])
+def test_cover_art_and_thumbnail_tracks_are_not_the_video(tmp_path, name, still):
+    path = write_clip(tmp_path / name, frames=12, still_first=still, audio=("aac", 44100, "stereo", 0.5))
+    c = decode_video(path)
+    assert c.frames.shape == (12, 48, 64, 3) and c.fps == 24
+    assert [round(float(f.mean()) * 255 / 8) for f in c.frames] == list(range(12))
+    assert not c.audio.silent and c.audio.duration == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("first,second", [(("stereo", 48000), ("mono", 48000)), (("stereo", 48000), ("stereo", 44100)),
+                                          (("mono", 44100), ("stereo", 48000))])
+def test_audio_that_changes_layout_or_rate_mid_stream(tmp_path, first, second):
+    """Broadcast TS audio switches stereo -> mono or 48 -> 44.1 kHz: one layout and rate out, the whole tone kept."""
+    path = write_ts_audio_switch(tmp_path / "switch.ts", first, second)
+    a = decode_audio(path)
+    assert a.waveform.shape[0] in (1, 2) and a.sample_rate in (44100, 48000)
+    assert 0.95 < a.duration < 1.2
+    n = a.sample_rate // 4
+    for part in (a.waveform[:, n:2 * n], a.waveform[:, -2 * n:-n]):  # the tone in both halves
+        assert 0.2 < float(part.abs().max()) < 0.5  # (a stereo part downmixed to mono adds up)
+    c = decode_video(path)
+    assert c.num_frames == 24 and not c.audio.silent and c.audio.duration == pytest.approx(1.0, abs=0.01)
+
+
+def test_force_fps_on_a_stream_without_timestamps(tmp_path):
+    """Raw Annex-B H.264 frames carry no time: force_fps resamples them by index at the stream's rate."""
+    path = write_clip(tmp_path / "cam.h264", "h264", frames=12)
+    fps = probe(path).fps
+    for factor, expected in ((0.5, list(range(0, 12, 2))), (1, list(range(12))), (2, [i // 2 for i in range(24)])):
+        c = decode_video(path, DecodeOptions(force_fps=fps * factor))
+        assert [round(float(f.mean()) * 255 / 8) for f in c.frames] == expected, factor
+
+
+def test_variable_frame_rate_with_long_gaps_warns():
+    """A screen recording that stood still for 3 s: loaded frame after frame (unchanged), with a warning that
+    points to force_fps; steady or jittery rates give none."""
+    times = [i / 30 for i in range(10)] + [3.3 + i / 30 for i in range(10)]
+    path = clip("vfr_screen.mp4", width=64, height=64, frames=20, fps=30, frame_times=times, audio_layout="mono")
+    c = decode_video(path)
+    assert indices(c) == list(range(20)) and c.untouched
+    assert len(c.warnings) == 1 and "variable frame rate" in c.warnings[0] and "force_fps" in c.warnings[0]
+    assert "3.00 s gap" in c.warnings[0]
+    resampled = decode_video(path, DecodeOptions(force_fps=30))
+    assert not resampled.warnings and resampled.num_frames == 109  # 3.63 s at 30 fps
+    jitter = [i / 30 + (0.008 if i % 3 == 1 else 0.0) for i in range(20)]
+    assert not decode_video(clip("vfr_jitter.mp4", width=64, height=64, frames=20, fps=30, frame_times=jitter,
+                                 audio_layout=None)).warnings
+    assert not decode_video(clip("base.mp4", width=160, height=96, frames=24, fps=24)).warnings
+
+
+@pytest.mark.parametrize("name,codec,acodec", [("long_audio.mkv", "libx264", "aac"), ("long_audio.ts", "libx264", "aac"),
+                                               ("long_audio.webm", "libvpx-vp9", "libopus")])
+def test_every_frame_decoded_is_untouched_whatever_the_container_duration(tmp_path, name, codec, acodec):
+    """MKV/WebM give no frame count: the estimate from the container's duration counts the longer audio. Untouched
+    means every frame decoded with no selection, so the fal path uploads such files as they are."""
+    c = decode_video(write_clip(tmp_path / name, codec=codec, frames=12, audio=(acodec, 48000, "stereo", 2.0)))
+    assert c.num_frames == 12 and c.untouched and not c.warnings
+    assert not decode_video(c.source_path, DecodeOptions(frame_load_cap=12)).untouched  # a selection
+    cut = decode_video(cut_short(clip("base.mp4", width=160, height=96, frames=24), "cut_in_data.mp4", 0.6))
+    assert cut.warnings and not cut.untouched
+
+
+@pytest.mark.parametrize("codec,pix_fmt", [("png", "rgba"), ("qtrle", "argb")])
+def test_transparency_that_is_dropped_is_warned_about(tmp_path, codec, pix_fmt):
+    import av
+    import numpy as np
+
+    def write(name, alpha):
+        with av.open(str(tmp_path / name), "w") as c:
+            vs = c.add_stream(codec, rate=24)
+            vs.width, vs.height, vs.pix_fmt = 32, 32, pix_fmt
+            for i in range(3):
+                rgba = np.full((32, 32, 4), 120, np.uint8)
+                rgba[..., 3] = 255
+                rgba[:16, :, 3] = alpha  # the top half see-through
+                f = av.VideoFrame.from_ndarray(rgba, format="rgba").reformat(format=pix_fmt)
+                f.pts = i
+                c.mux(vs.encode(f))
+            c.mux(vs.encode(None))
+        return str(tmp_path / name)
+
+    c = decode_video(write("alpha.mov", 0))
+    assert c.num_frames == 3 and len(c.warnings) == 1 and "transparency" in c.warnings[0]
+    assert c.untouched  # the frames are still the file's frames
+    assert not decode_video(write("opaque.mov", 255)).warnings

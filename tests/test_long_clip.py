@@ -203,6 +203,49 @@ def test_variable_frame_rate_reads_on_a_constant_timeline(tmp_path):
     assert np.array_equal(got, (ref.numpy() * 255).round().astype(np.uint8))
 
 
+def test_reader_skips_cover_art_and_thumbnail_tracks(tmp_path):
+    from clips import write_audio_file, write_clip
+
+    path = write_clip(tmp_path / "thumb_first.mkv", frames=12, fps=25, still_first="track")  # whole ms per frame
+    with FrameReader(path) as r:
+        assert r.count_slots() == 12
+        got = r.read(0, 20)
+    assert got.shape == (12, 48, 64, 3)
+    assert [int(round(f.mean() / 8)) for f in got] == list(range(12))
+    with pytest.raises(InputError, match="audio-only file"):
+        FrameReader(write_audio_file(tmp_path / "song.mp3", "libmp3lame", cover=True))
+
+
+def test_audio_reader_follows_layout_and_rate_changes(tmp_path):
+    from clips import write_ts_audio_switch
+
+    path = write_ts_audio_switch(tmp_path / "switch.ts", ("stereo", 48000), ("mono", 44100))
+    r = AudioReader(path)
+    wave = r.read(0, 2 * r.rate)
+    r.close()
+    n = r.rate // 4
+    for part in (wave[:, n:2 * n], wave[:, 3 * n:4 * n]):  # the tone before and after the switch
+        assert 0.2 < float(np.abs(part).max()) < 0.5
+    assert float(np.abs(wave[:, int(1.2 * r.rate):]).max()) == 0.0  # silence past the end
+
+
+@pytest.mark.parametrize("detect_scenes", [True, False])
+def test_raw_h264_that_cannot_seek(tmp_path, detect_scenes):
+    """Raw Annex-B H.264 has no timestamps and cannot seek: read by index, reopened for a backward jump."""
+    from clips import write_clip
+
+    path = write_clip(tmp_path / "cam.h264", "h264", frames=12)
+    level = lambda block: [int(round(f.mean() / 8)) for f in block]  # noqa: E731 - frame i is grey 8*i
+    with FrameReader(path, keep=2) as r:
+        assert r.count_slots() == 12
+        assert level(r.read(0, 20)) == list(range(12))
+        assert level(r.read(2, 3)) == [2, 3, 4]  # backward: opened again
+    res = run_long(path, str(tmp_path / "o.mp4"), OutpaintRequest(prompt="x"), CANVAS,
+                   options=LongOptions(detect_scenes=detect_scenes))
+    assert res.frames == 12
+    assert decode_video(res.path).num_frames == 12
+
+
 def test_generated_audio_is_crossfaded_at_joins_and_declicked_at_cuts(tmp_path):
     """Chunks whose generated audio starts at an unrelated phase: joined, the wave has no jump; naive
     concatenation would."""
@@ -288,3 +331,21 @@ def test_cli_long_and_batch_with_the_preview_backend(tmp_path):
     assert len(rows) == 3 and all(",done," in r for r in rows[1:])
     assert sorted(os.path.basename(p) for p in os.listdir(tmp_path / "out") if p.endswith(".mp4")) == \
         ["a_outpaint.mp4", "b_outpaint.mp4"]
+
+
+def test_streaming_writer_resamples_audio_aac_cannot_store(tmp_path):
+    import av
+
+    rate = 192000
+    w = StreamingWriter(str(tmp_path / "hi.mp4"), 10, audio_rate=rate, audio_channels=2)
+    w.write_frames(torch.rand(10, 32, 32, 3))
+    t = np.arange(rate) / rate
+    wave = np.stack([0.5 * np.sin(2 * np.pi * 20 * t)] * 2).astype(np.float32)
+    for i in range(0, rate, 7000):  # pieces of any size, as the assembler writes them
+        w.write_audio(wave[:, i:i + 7000])
+    path = w.close()
+    with av.open(path) as c:
+        a = c.streams.audio[0]
+        assert a.codec_context.sample_rate == 96000
+        assert abs(float(a.duration * a.time_base) - 1.0) < 0.03
+        assert c.streams.video[0].frames == 10

@@ -73,3 +73,18 @@ def test_fingerprint_never_touches_a_path_outside_the_folders(tree, monkeypatch)
     assert p.fingerprint("secret.mp4") == "refused:secret.mp4"  # a symlink out (placed by the server's owner)
     st = os.stat(inside / "ok.mp4")
     assert p.fingerprint("ok.mp4") == f"ok.mp4:{st.st_size}:{st.st_mtime_ns}"  # no server path (it is stored)
+
+
+@pytest.mark.parametrize("given", ["ok.mp4\0.txt", "\0", "ok\0/../ok.mp4"])
+def test_a_nul_byte_is_refused_like_any_other_path(tree, given):
+    """No file has a NUL in its name: refused with the one message, never a raw ValueError."""
+    inside, _ = tree
+    p = policy(inside)
+    with pytest.raises(InputError) as e:
+        p.resolve(given, "path_or_url", "Load Video")
+    assert "is not an allowed video file: no such file in the input folder" in str(e.value)
+    assert str(p.resolve_missing(given, "path_or_url", "Load Video")) == str(e.value)
+    with pytest.raises(InputError, match="is not an allowed video folder"):
+        p.resolve_folder(given, "folder")
+    assert p.fingerprint(given) == f"refused:{given}"
+    assert policy(inside, {"LTX_OUTPAINT_ALLOW_ANY_PATH": "1"}).fingerprint(given) == f"refused:{given}"

@@ -1,6 +1,7 @@
 import os
 
 import av
+import numpy as np
 import pytest
 import torch
 
@@ -144,3 +145,66 @@ def test_every_run_gets_a_quality_report_measured_on_its_result():
     assert q["green_leak_fraction"] == 0.0
     assert any(line.startswith("kept-region PSNR") for line in result.notes)
     assert not math.isnan(q["generated_fraction"]) and 0.3 < q["generated_fraction"] < 0.9
+
+
+def test_remux_reads_only_single_file_formats(tmp_path):
+    from ltx_outpaint.media.remux import remux_with_metadata
+
+    src = clip("remux_src.mp4", width=64, height=48, frames=12, audio_layout=None)
+    out = remux_with_metadata(src, str(tmp_path / "ok.mp4"), {"prompt": "x"})
+    assert _probe(out)[0] == 12
+    playlist = tmp_path / "p.m3u8"  # an HLS playlist naming a file elsewhere
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:9\n#EXTINF:1,\n{src}\n#EXT-X-ENDLIST\n")
+    with pytest.raises(av.error.FFmpegError):
+        remux_with_metadata(str(playlist), str(tmp_path / "bad.mp4"))
+    assert not os.path.exists(tmp_path / "bad.mp4") and not os.path.exists(tmp_path / "bad.mp4.partial")
+
+
+def _audio_track(path):
+    """(sample rate, decoded seconds, peak) of the first audio track, plus the video frame count."""
+    with av.open(path) as c:
+        a = c.streams.audio[0]
+        rate = a.codec_context.sample_rate
+        chunks = [f.to_ndarray() for f in c.decode(a)]
+    wave = np.concatenate(chunks, axis=1)
+    return rate, float(a.duration * a.time_base), float(np.abs(wave).max())
+
+
+@pytest.mark.parametrize("rate,stored", [(192000, 96000), (176400, 96000), (12345, 12000), (100, 7350)])
+def test_mp4_audio_at_a_rate_aac_cannot_store_is_resampled(tmp_path, rate, stored):
+    t = torch.arange(rate * 2) / rate
+    audio = Audio(torch.stack([0.5 * torch.sin(2 * torch.pi * 20 * t)] * 2), rate)  # 2 s, longer than the video
+    path = write_mp4(str(tmp_path / "r.mp4"), torch.rand(10, 32, 32, 3), 10, audio, "medium", "fast")
+    got_rate, seconds, peak = _audio_track(path)
+    assert got_rate == stored and abs(seconds - 1.0) < 0.03 and peak > 0.3
+    assert _probe(path)[0] == 10
+
+
+def test_metadata_text_ffmpeg_cannot_store_is_cleaned(tmp_path):
+    """A prompt with an undecodable (surrogate-escaped) character or a NUL byte is written whole, cleaned, by
+    write_mp4, the long-clip writer and the remux; it never fails the end of a run nor cuts the text."""
+    from ltx_outpaint.long.writer import StreamingWriter
+    from ltx_outpaint.media.remux import remux_with_metadata
+
+    metadata = {"comment": "caf\udce9 at dusk\0, wide", "k\0ey": "v"}
+    want = {"comment": "caf\ufffd at dusk, wide", "key": "v"}
+    one = write_mp4(str(tmp_path / "a.mp4"), torch.rand(2, 16, 16, 3), 10, None, metadata=metadata)
+    w = StreamingWriter(str(tmp_path / "b.mp4"), 10, metadata=metadata)
+    w.write_frames(torch.rand(2, 16, 16, 3))
+    two = w.close()
+    three = remux_with_metadata(one, str(tmp_path / "c.mp4"), metadata)
+    for path in (one, two, three):
+        with av.open(path) as c:
+            assert {k: c.metadata.get(k) for k in want} == want, path
+
+
+def test_write_mp4_leaves_no_partial_file_when_it_fails(tmp_path, monkeypatch):
+    from ltx_outpaint.media import encode
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(encode, "_write_audio", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_mp4(str(tmp_path / "o.mp4"), torch.rand(2, 16, 16, 3), 10, Audio(torch.zeros(2, 8000), 8000))
+    assert os.listdir(tmp_path) == []

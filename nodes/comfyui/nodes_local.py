@@ -105,8 +105,8 @@ def _model_path(given: str) -> str:
 
     folders = [f for kind in MODEL_KINDS for f in folder_paths.get_folder_paths(kind)]
     policy = PathPolicy(folders, what="model file", described="ComfyUI's model folders")
-    candidate = os.path.realpath(os.path.expanduser(given))
-    if os.path.isdir(candidate):  # a Hugging Face Gemma folder
+    candidate = "" if "\0" in given else os.path.realpath(os.path.expanduser(given))  # NUL: refused below
+    if candidate and os.path.isdir(candidate):  # a Hugging Face Gemma folder
         if policy.any or any(candidate == r or candidate.startswith(r.rstrip(os.sep) + os.sep) for r in policy.roots):
             return candidate
         raise refused(given, "model_paths", "Local GPU", "model file", "ComfyUI's model folders")

@@ -264,7 +264,8 @@ class OutpaintFolder(io.ComfyNode):
     @classmethod
     def _out_dir(cls, output_subfolder: str) -> str:
         base = os.path.realpath(folder_paths.get_output_directory())
-        out = os.path.realpath(os.path.join(base, (output_subfolder or "").strip() or "ltx-outpaint/batch"))
+        sub = (output_subfolder or "").strip() or "ltx-outpaint/batch"
+        out = "" if "\0" in sub else os.path.realpath(os.path.join(base, sub))  # NUL: no such folder
         if out != base and not out.startswith(base + os.sep):
             raise InputError("output_subfolder", "must stay inside ComfyUI's output folder", node=FOLDER_NODE)
         return out

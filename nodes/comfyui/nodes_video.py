@@ -9,7 +9,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..errors import InputError
-from ..media.decode import DecodeOptions, decode_video
+from ..media.decode import DecodeOptions, check_options, decode_video
 from ..media.encode import write_mp4
 from ..media.remux import remux_with_metadata
 from .paths import annotated as _annotated, media_policy
@@ -79,13 +79,13 @@ class LoadVideo(io.ComfyNode):
                 io.Int.Input("select_every_nth", default=1, min=1, max=1000,
                              tooltip="Keep every nth frame (1 = all); fps is divided accordingly."),
                 io.Float.Input("force_fps", default=0.0, min=0.0, max=240.0, step=0.01,
-                               tooltip="Resample to this frame rate (0 = keep the file's rate)."),
+                               tooltip="Resample to this frame rate, 1 to 240 (0 = keep the file's rate)."),
                 io.Int.Input("max_width", default=0, min=0, max=16384, step=2,
                              tooltip="Downscale so the width is at most this (0 = no limit)."),
                 io.Int.Input("max_height", default=0, min=0, max=16384, step=2,
                              tooltip="Downscale so the height is at most this (0 = no limit)."),
                 io.Int.Input("audio_sample_rate", default=0, min=0, max=192000,
-                             tooltip="Resample the audio to this rate (0 = keep)."),
+                             tooltip="Resample the audio to this rate, 8000 to 192000 Hz (0 = keep)."),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Frames, float32 [F,H,W,3]."),
@@ -140,6 +140,7 @@ class LoadVideo(io.ComfyNode):
         source, temporary = cls._source(video, path_or_url or "")
         opts = DecodeOptions(frame_load_cap, skip_first_frames, select_every_nth, force_fps, max_width,
                              max_height, audio_sample_rate)
+        check_options(opts)  # before a download
         if temporary:
             from ..download import download, policy_from_env  # httpx only when needed (start-up time)
 

@@ -8,6 +8,7 @@ of recent frames / samples is kept so an overlapping next read (chunk overlap) n
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from ..media.decode import VideoInfo, _open, _probe_container
+from ..media.decode import AudioConverter, VideoInfo, _open, _probe_container, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,16 @@ class FrameReader:
 
     def __init__(self, path: str, size: tuple[int, int] | None = None, keep: int = 0):
         self.path = path
-        self.container = _open(path)
-        self.stream = self.container.streams.video[0]
-        ctx = self.stream.codec_context
-        if (ctx.width or 0) * (ctx.height or 0) >= 640 * 360:  # frame threads only pay off on real sizes
-            self.stream.thread_type = "AUTO"
-        info, first = _probe_container(self.container, path)
+        self._open()
+        try:
+            info, decoded = _probe_container(self.container, path)  # refuses a file with no video track
+        except BaseException:
+            self.container.close()
+            raise
         self.info: VideoInfo = info
         self.fps = float(info.fps)
-        self.t0 = float(next(iter(first)).time or 0.0)
+        first = next(decoded)
+        self.t0 = float(first.time or 0.0)
         self.width, self.height = size or (info.width, info.height)
         self.keep = max(0, int(keep))
         self._rot = info.rotation // 90
@@ -50,21 +52,32 @@ class FrameReader:
         self._carry: tuple[int, int, np.ndarray] | None = None  # last decoded frame and its slot range
         self._tail: deque[tuple[int, np.ndarray]] = deque()  # (slot, frame) of the last `keep` slots
         self.stats = {"decoded": 0, "seeks": 0, "max_held": 0, "reads": 0}
-        self._restart(0)
+        self._restart(0, itertools.chain([first], decoded))  # continue from the probe: no seek
+
+    def _open(self) -> None:
+        self.container = _open(self.path)
+        self.stream = video_stream(self.container)
+        ctx = self.stream.codec_context if self.stream is not None else None
+        if ctx is not None and (ctx.width or 0) * (ctx.height or 0) >= 640 * 360:  # threads pay off on real sizes
+            self.stream.thread_type = "AUTO"
 
     # ------------------------------------------------------------------ timeline
     def slot_of(self, t: float) -> int:
         """The first slot a frame with time `t` is shown at."""
         return max(0, math.ceil((t - self.t0) * self.fps - _EPS * self.fps))
 
-    def _frames(self) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(first slot, end slot, rgb) of each decoded frame that is shown at least once."""
+    def _frames(self, decoded: Iterator[av.VideoFrame]) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(first slot, end slot, rgb) of each decoded frame that is shown at least once. A frame without a
+        timestamp (raw Annex-B H.264) comes 1 / fps after the one before."""
         prev = None
         prev_t = 0.0
         cw, ch = (self.height, self.width) if self._rot % 2 else (self.width, self.height)
         try:
-            for frame in self.container.decode(self.stream):
-                t = float(frame.time if frame.time is not None else prev_t + 1 / self.fps)
+            for frame in decoded:
+                if frame.time is not None:
+                    t = float(frame.time)
+                else:
+                    t = self.t0 if prev is None else prev_t + 1 / self.fps
                 if prev is not None:
                     a, b = self.slot_of(prev_t), self.slot_of(t)
                     if b > a:
@@ -77,7 +90,8 @@ class FrameReader:
                     rgb = np.ascontiguousarray(np.rot90(rgb, self._rot))
                 self.stats["decoded"] += 1
                 prev, prev_t = rgb, t
-                dur = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+                timed = frame.time is not None and frame.duration and frame.time_base
+                dur = float(frame.duration * frame.time_base) if timed else 0.0
                 self._last_duration = dur or 1 / self.fps
         except av.error.FFmpegError as exc:
             log.warning("%s: decoding stopped early (%s)", os.path.basename(self.path), exc)
@@ -86,16 +100,24 @@ class FrameReader:
             if b > a:
                 yield a, b, prev
 
-    def _restart(self, slot: int) -> None:
-        """Position the decoder at or before `slot` (seek to the keyframe before it)."""
-        if slot > 0:
-            target = self.t0 + slot / self.fps - 0.5 / self.fps
-            tb = self.stream.time_base
-            self.container.seek(max(0, int(target / tb)) if tb else 0, stream=self.stream, backward=True)
-            self.stats["seeks"] += 1
-        else:
-            self.container.seek(self.stream.start_time or 0, stream=self.stream, backward=True)
-        self._iter = self._frames()
+    def _restart(self, slot: int, decoded: Iterator[av.VideoFrame] | None = None) -> None:
+        """Position the decoder at or before `slot` (seek to the keyframe before it). A stream that cannot seek
+        (raw H.264) is opened again and decoded from its start."""
+        if decoded is None:
+            try:
+                if slot > 0:
+                    target = self.t0 + slot / self.fps - 0.5 / self.fps
+                    tb = self.stream.time_base
+                    self.container.seek(max(0, int(target / tb)) if tb else 0, stream=self.stream, backward=True)
+                    self.stats["seeks"] += 1
+                else:
+                    self.container.seek(self.stream.start_time or 0, stream=self.stream, backward=True)
+            except av.error.FFmpegError as exc:
+                log.info("%s: cannot seek (%s); reading again from the start", os.path.basename(self.path), exc)
+                self.container.close()
+                self._open()
+            decoded = self.container.decode(self.stream)
+        self._iter = self._frames(decoded)
         self._carry = None
         self._next = slot  # slots before this one are skipped
 
@@ -152,16 +174,20 @@ class FrameReader:
     def count_slots(self) -> int:
         """Timeline length, from the packets alone (no decoding)."""
         last_t, last_dur = None, 1 / self.fps
+        untimed = 0  # packets without a timestamp (raw H.264): one slot each
         with _open(self.path) as c:
-            s = c.streams.video[0]
+            s = video_stream(c)
             for packet in c.demux(s):
-                if packet.pts is None or packet.size == 0:
+                if packet.size == 0:
+                    continue
+                if packet.pts is None:
+                    untimed += 1
                     continue
                 t = float(packet.pts * s.time_base)
                 if last_t is None or t > last_t:
                     last_t = t
                     last_dur = float(packet.duration * s.time_base) if packet.duration else 1 / self.fps
-        return 0 if last_t is None else self.slot_of(last_t + last_dur)
+        return untimed if last_t is None else self.slot_of(last_t + last_dur)
 
     def close(self) -> None:
         self.container.close()
@@ -223,13 +249,13 @@ class AudioReader:
             for frame in self.container.decode(self.stream):
                 if resampler is None:
                     layout = "mono" if self.channels == 1 else ("stereo" if self.channels == 2 else frame.layout)
-                    resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.rate)
+                    resampler = AudioConverter(layout, self.rate)
                     start = round((float(frame.time or 0.0) - self.t0) * self.rate)
                     yield ("start", start)
                 for out in resampler.resample(frame):
                     yield ("data", out.to_ndarray()[: self.channels])
             if resampler is not None:
-                for out in resampler.resample(None):
+                for out in resampler.flush():
                     yield ("data", out.to_ndarray()[: self.channels])
         except av.error.FFmpegError as exc:
             log.warning("%s: audio decoding stopped early (%s)", os.path.basename(self.path), exc)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..media.encode import (_LAYOUTS, QUALITY_AUDIO_BITRATE, QUALITY_CRF, SMALL_MODE_CRF_BONUS, WRITE_MODE_PRESET,
-                            fps_fraction)
+                            RateConverter, aac_rate, clean_metadata, fps_fraction)
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +38,24 @@ class StreamingWriter:
         self.container = av.open(self.partial, mode="w", format="mp4",
                                  options={"movflags": "+faststart+use_metadata_tags"})
         if metadata:
-            self.container.metadata.update({k: str(v) for k, v in metadata.items()})
+            self.container.metadata.update(clean_metadata(metadata))
         self.video = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
         self.audio = None
         self.audio_samples = 0
         self._pending = np.zeros((0, 0), np.float32)
+        self._convert: RateConverter | None = None
         if audio_rate and audio_channels:
             layout = _LAYOUTS.get(audio_channels)
             if layout is None:
                 log.warning("%d audio channels have no standard layout; writing the first two", audio_channels)
                 layout, audio_channels = "stereo", 2
-            self.audio = self.container.add_stream("aac", rate=int(audio_rate), layout=layout)
+            self.audio_rate, self.audio_channels = aac_rate(int(audio_rate)), audio_channels
+            self.audio = self.container.add_stream("aac", rate=self.audio_rate, layout=layout)
             self.audio.bit_rate = QUALITY_AUDIO_BITRATE[video_quality]
-            self.audio_rate, self.audio_channels = int(audio_rate), audio_channels
+            if self.audio_rate != int(audio_rate):  # pieces come at `audio_rate`; the track is at an AAC rate
+                self._convert = RateConverter(int(audio_rate), self.audio_rate, layout)
             self._pending = np.zeros((audio_channels, 0), np.float32)
 
     def _open_video(self, width: int, height: int) -> None:
@@ -96,7 +99,8 @@ class StreamingWriter:
         wave = np.asarray(wave, dtype=np.float32)[: self.audio_channels]
         if wave.shape[0] < self.audio_channels:  # mono into stereo: repeat
             wave = np.repeat(wave[:1], self.audio_channels, axis=0)
-        self._pending = np.concatenate([self._pending, np.clip(wave, -1, 1)], axis=1)
+        wave = np.clip(wave, -1, 1)
+        self._pending = np.concatenate([self._pending, self._convert(wave) if self._convert else wave], axis=1)
         size = self.audio.codec_context.frame_size or 1024
         while self._pending.shape[1] >= size:
             self._encode_audio(self._pending[:, :size])
@@ -117,6 +121,8 @@ class StreamingWriter:
             raise ValueError("no frames to write")
         self.container.mux(self.video.encode(None))
         if self.audio is not None:
+            if self._convert is not None:
+                self._pending = np.concatenate([self._pending, self._convert.flush()], axis=1)
             if self._pending.shape[1]:
                 self._encode_audio(self._pending)
                 self._pending = self._pending[:, :0]

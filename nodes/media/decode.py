@@ -98,6 +98,7 @@ class VideoInfo:
     frame_count: int  # container's count, or estimated from duration x fps
     has_audio: bool
     indexed_frames: int = 0  # the count the container's index lists (0 = no index count)
+    alpha: bool = False  # transparency that the RGB frames drop (see _has_alpha)
 
 
 def available_memory_bytes() -> int:
@@ -121,6 +122,22 @@ def available_memory_bytes() -> int:
         return 8 * 1024**3
 
 
+#: Demuxers of ordinary single-file media. Playlists and manifests (hls, dash, concat, imf, ...) are left out:
+#: they read files they name, anywhere on disk, past the folders a workflow may use.
+READ_FORMATS = (
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,gif,apng,mpegts,mpeg,mpegvideo,m4v,flv,asf,ogg,mxf,nut,dv,"
+    "h264,hevc,obu,ivf,mjpeg,yuv4mpegpipe,image2,png_pipe,jpeg_pipe,webp_pipe,bmp_pipe,tiff_pipe,gif_pipe,"
+    "qoi_pipe,ppm_pipe,pgm_pipe,pbm_pipe,pam_pipe,dpx_pipe,exr_pipe,j2k_pipe,jpegxl_pipe,"
+    "wav,mp3,aac,flac")
+#: Local files only; image2 reads the one file named (no "%d" sequences).
+_READ_OPTIONS = {"format_whitelist": READ_FORMATS, "protocol_whitelist": "file", "pattern_type": "none"}
+
+
+def open_input(path: str) -> av.container.InputContainer:
+    """`av.open` for reading, limited to the single-file formats of READ_FORMATS (FFmpeg errors as raised)."""
+    return av.open(os.path.abspath(path), mode="r", container_options=dict(_READ_OPTIONS))
+
+
 def _open(path: str) -> av.container.InputContainer:
     """Open a media file; messages name the file (never its folder) and leave FFmpeg's errno text to the log."""
     name = os.path.basename(path)
@@ -129,7 +146,7 @@ def _open(path: str) -> av.container.InputContainer:
     if os.path.getsize(path) == 0:
         raise InputError("video", f"{name} is empty (0 bytes)")
     try:
-        return av.open(path, mode="r")
+        return open_input(path)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
         log.info("%s: PyAV cannot open it: %s", name, exc)
         raise InputError("video", f"{name} is not a video PyAV can read (truncated or not a media file)") from None
@@ -154,14 +171,34 @@ def probe(path: str) -> VideoInfo:
         return _probe_container(container, path)[0]
 
 
+_ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC: cover art stored as a one-picture "video" stream
+
+
+def _is_cover(stream) -> bool:
+    disposition = getattr(stream, "disposition", 0)
+    return bool(int(getattr(disposition, "value", disposition) or 0) & _ATTACHED_PIC)
+
+
+def video_stream(container) -> av.video.stream.VideoStream | None:
+    """The clip's video track, None if it has none. Cover art (attached pictures) is not a track; of several
+    tracks, FFmpeg's pick (the one with most frames seen while probing: a one-frame thumbnail track loses)."""
+    tracks = [s for s in container.streams.video if not _is_cover(s)]
+    if len(tracks) > 1:
+        best = container.streams.best("video")
+        if best is not None and any(s.index == best.index for s in tracks):
+            return next(s for s in tracks if s.index == best.index)
+        return max(tracks, key=lambda s: (s.frames, (s.codec_context.width or 0) * (s.codec_context.height or 0)))
+    return tracks[0] if tracks else None
+
+
 def _probe_container(container, path: str) -> tuple[VideoInfo, Iterator[av.VideoFrame]]:
     """Info from the container and its first decoded frame; also returns the frame iterator, with that
     first frame put back in front, so decoding continues without a seek (which would flush the
     threaded decoder)."""
-    if not container.streams.video:
+    stream = video_stream(container)
+    if stream is None:
         kind = "an audio-only file" if container.streams.audio else "a file with no video stream"
         raise InputError("video", f"{os.path.basename(path)} is {kind}; a video stream is required")
-    stream = container.streams.video[0]
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(24)
     fps = float(rate)
     if stream.duration is not None and stream.time_base is not None:
@@ -183,8 +220,18 @@ def _probe_container(container, path: str) -> tuple[VideoInfo, Iterator[av.Video
     rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
     width, height = (first.height, first.width) if rotation % 180 == 90 else (first.width, first.height)
     info = VideoInfo(width, height, rotation, fps, duration, frame_count, bool(container.streams.audio),
-                     int(stream.frames or 0))
+                     int(stream.frames or 0), _has_alpha(stream, first))
     return info, itertools.chain([first], frames)
+
+
+def _has_alpha(stream, first: av.VideoFrame) -> bool:
+    """Transparency: an alpha plane with a see-through pixel in the first frame (GIF and PNG decoders give
+    one to opaque pictures too), or VP8/VP9 alpha stored beside the picture (WebM's alpha_mode)."""
+    if any(k.lower() == "alpha_mode" and str(v).strip() == "1" for k, v in stream.metadata.items()):
+        return True
+    if not any(c.is_alpha for c in first.format.components):
+        return False
+    return bool((first.to_ndarray(format="rgba")[..., 3] < 255).any())
 
 
 def output_size(info: VideoInfo, opts: DecodeOptions) -> tuple[int, int]:
@@ -212,17 +259,37 @@ def planned_frame_count(info: VideoInfo, opts: DecodeOptions) -> int:
     return n
 
 
-def _check_options(opts: DecodeOptions) -> None:
+_LESS = "set frame_load_cap, select_every_nth or max_width/max_height to load less"
+
+
+#: force_fps and audio_sample_rate: 0 keeps the file's own rate, else one of these ranges.
+FORCE_FPS_RANGE = (1.0, 240.0)
+AUDIO_RATE_RANGE = (8000, 192000)
+
+
+def check_options(opts: DecodeOptions) -> None:
+    """Refuse out-of-range options before any work (InputError naming the option and its range)."""
     for name, lo in (("frame_load_cap", 0), ("skip_first_frames", 0), ("select_every_nth", 1),
-                     ("max_width", 0), ("max_height", 0), ("audio_sample_rate", 0)):
+                     ("max_width", 0), ("max_height", 0)):
         v = getattr(opts, name)
         if v < lo:
             raise InputError(name, f"got {v}; must be >= {lo}")
-    if opts.force_fps < 0 or opts.force_fps > 240:
-        raise InputError("force_fps", f"got {opts.force_fps}; allowed 0 (keep) or up to 240")
+    for name, (lo, hi) in (("force_fps", FORCE_FPS_RANGE), ("audio_sample_rate", AUDIO_RATE_RANGE)):
+        v = getattr(opts, name)
+        if not math.isfinite(v) or (v != 0 and not lo <= v <= hi):  # NaN passes ComfyUI's min/max check
+            raise InputError(name, f"got {v}; allowed 0 (keep the file's rate) or {lo:g} to {hi:g}")
 
 
-def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> Iterator[tuple[av.VideoFrame, float]]:
+def _timed(decoded: Iterator[av.VideoFrame], fps: float) -> Iterator[tuple[av.VideoFrame, float]]:
+    """(frame, time in s); a frame without a timestamp (raw Annex-B H.264) comes 1 / `fps` after the one before."""
+    t = None
+    for frame in decoded:
+        t = float(frame.time) if frame.time is not None else (0.0 if t is None else t + 1.0 / fps)
+        yield frame, t
+
+
+def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions,
+                     source_fps: float) -> Iterator[tuple[av.VideoFrame, float]]:
     """Yield (frame, time) for each selected output frame, in order."""
     index = 0  # index in the (possibly resampled) timeline
 
@@ -234,9 +301,9 @@ def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> I
     emitted = 0
     cap = opts.frame_load_cap or None
     if not opts.force_fps:
-        for frame in decoded:
+        for frame, t in _timed(decoded, source_fps):
             if wanted(index):
-                yield frame, float(frame.time or 0.0)
+                yield frame, t
                 emitted += 1
                 if cap and emitted >= cap:
                     return
@@ -244,10 +311,9 @@ def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> I
         return
     # Resample: output frame k shows the last source frame with time <= t0 + k / fps.
     step = 1.0 / opts.force_fps
-    prev = None
+    prev = prev_t = None
     t0 = None
-    for frame in decoded:
-        t = float(frame.time or 0.0)
+    for frame, t in _timed(decoded, source_fps):
         if t0 is None:
             t0 = t
         if prev is not None:
@@ -258,9 +324,11 @@ def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> I
                     if cap and emitted >= cap:
                         return
                 index += 1
-        prev = frame
+        prev, prev_t = frame, t
     if prev is not None:
-        end = float(prev.time or 0.0) + (float(prev.duration * prev.time_base) if prev.duration else step)
+        timed = prev.time is not None and prev.duration and prev.time_base  # else on the index timeline
+        shown = float(prev.duration * prev.time_base) if timed else 1.0 / source_fps
+        end = prev_t + shown
         while t0 + index * step < end - 1e-6:
             if wanted(index):
                 yield prev, t0 + index * step
@@ -272,18 +340,19 @@ def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions) -> I
 
 def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
     """Decode the selected frames of `path` into one float32 [F,H,W,3] tensor, plus the matching audio."""
-    _check_options(opts)
+    check_options(opts)
     with _open(path) as container:
-        if container.streams.video:
-            container.streams.video[0].thread_type = "AUTO"  # must be set before the codec opens
+        stream = video_stream(container)
+        if stream is not None:
+            stream.thread_type = "AUTO"  # must be set before the codec opens
         info, decoded = _probe_container(container, path)
         planned = planned_frame_count(info, opts)
         width, height = output_size(info, opts)
-        check_frame_memory(width, height, max(planned, 1), "frame_load_cap",
-                           "set frame_load_cap, select_every_nth or max_width/max_height to load less",
-                           opts.max_memory_bytes)
+        limit = int(available_memory_bytes() * 0.8) if opts.max_memory_bytes is None else opts.max_memory_bytes
+        check_frame_memory(width, height, max(planned, 1), "frame_load_cap", _LESS, limit)
+        most = max(1, limit // (width * height * 3 * BYTES_PER_FLOAT))  # frames the limit allows
         # A little headroom: container frame counts can be short by a frame or two.
-        capacity = planned + 2 if not opts.frame_load_cap else planned
+        capacity = min(planned + 2, most) if not opts.frame_load_cap else planned
         out = torch.empty((capacity, height, width, 3), dtype=torch.float32)
         out_np = out.numpy()
         k = info.rotation // 90
@@ -295,11 +364,14 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         source = _Counted(decoded)
         cut_short = None
         try:
-            for frame, t in _selected_frames(source, opts):
+            for frame, t in _selected_frames(source, opts, info.fps):
                 if first_time is None:
                     first_time = t
                 if n == out.shape[0]:
-                    out, out_np = _grow(out, n)
+                    if n >= most:  # the file gave no (or too low a) frame count: the guard above saw less
+                        check_frame_memory(width, height, n + 1, "frame_load_cap", f"the file does not say how "
+                                           f"many frames it has and has more than {n}; {_LESS}", limit)
+                    out, out_np = _grow(out, n, most)
                 rgb = frame.to_ndarray(format="rgb24", width=coded_w, height=coded_h)
                 if k:
                     rgb = np.rot90(rgb, k)
@@ -317,6 +389,20 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
     warnings = []
     if cut_short and n:
         text = f"{os.path.basename(path)} is cut short ({cut_short}); loaded the {n} frames before the cut"
+        warnings.append("WARNING: " + text)
+        log.warning("%s", text)
+    if info.alpha and n:
+        text = (f"{os.path.basename(path)} has transparency (an alpha channel), which is dropped: see-through "
+                f"areas load as the colour stored under them (often black)")
+        warnings.append("WARNING: " + text)
+        log.warning("%s", text)
+    spacing = None if opts.force_fps else _irregular_spacing(source.times)
+    if spacing and n:
+        gap, median = spacing
+        text = (f"{os.path.basename(path)} has a variable frame rate (a {gap:.2f} s gap between frames, "
+                f"{1 / median:.3g} fps elsewhere): its frames are loaded one after another at {info.fps:.3g} fps, so "
+                f"they drift from the audio; set force_fps (e.g. {min(240, max(1, round(1 / median)))}) to place "
+                f"them by their timestamps")
         warnings.append("WARNING: " + text)
         log.warning("%s", text)
     if n == 0:
@@ -337,17 +423,18 @@ def decode_video(path: str, opts: DecodeOptions = DecodeOptions()) -> Clip:
         audio = silent_audio(duration, opts.audio_sample_rate or 44100)
         log.warning("%s has no audio track: returning %.2f s of silence", os.path.basename(path), duration)
     return Clip(frames, float(fps), audio, source_path=os.path.abspath(path),
-                untouched=opts.untouched and n >= info.frame_count and not warnings, start_time=start,
+                untouched=opts.untouched and source.exhausted and not cut_short, start_time=start,
                 warnings=warnings)
 
 
 class _Counted:
-    """An iterator that counts what it yields and notes when its source ran out."""
+    """An iterator of frames that counts what it yields, keeps their times and notes when its source ran out."""
 
     def __init__(self, it: Iterator):
         self._it = iter(it)
         self.count = 0
         self.exhausted = False
+        self.times: list[float] = []
 
     def __iter__(self) -> "_Counted":
         return self
@@ -359,15 +446,55 @@ class _Counted:
             self.exhausted = True
             raise
         self.count += 1
+        if item.time is not None:
+            self.times.append(float(item.time))
         return item
 
 
-def _grow(out: torch.Tensor, n: int) -> tuple[torch.Tensor, np.ndarray]:
-    """The container under-reported its frame count: grow the buffer (rare; costs one copy)."""
+def _irregular_spacing(times: list[float]) -> tuple[float, float] | None:
+    """(largest gap, median spacing) in s when some gap between frames is over 3x the median (a variable
+    frame rate screen or phone recording that stood still); None for a steady rate."""
+    if len(times) < 3:
+        return None
+    gaps = np.diff(np.sort(np.asarray(times, dtype=np.float64)))
+    median = float(np.median(gaps))
+    if median <= 0 or gaps.max() <= 3 * median:
+        return None
+    return float(gaps.max()), median
+
+
+def _grow(out: torch.Tensor, n: int, most: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The container under-reported its frame count: grow the buffer, to at most `most` frames (one copy)."""
     log.debug("frame buffer full at %d frames; growing", n)
-    bigger = torch.empty((max(n + 16, int(n * 1.1)),) + tuple(out.shape[1:]), dtype=out.dtype)
+    bigger = torch.empty((min(max(n + 16, int(n * 1.1)), most),) + tuple(out.shape[1:]), dtype=out.dtype)
     bigger[:n] = out[:n]
     return bigger, bigger.numpy()
+
+
+class AudioConverter:
+    """Audio frames in, float32 planar frames at one `layout` and `rate` out. PyAV's resampler is rebuilt when
+    the input's sample format, layout or rate changes (broadcast streams switch stereo -> mono, 48 -> 44.1 kHz
+    mid-file); `flush()` at the end."""
+
+    def __init__(self, layout, rate: int):
+        self.layout, self.rate = layout, int(rate)
+        self._resampler = None
+        self._source = None
+
+    def resample(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        source = (frame.format.name, frame.layout.name, frame.layout.nb_channels, frame.sample_rate)
+        out = []
+        if source != self._source:
+            if self._resampler is not None:
+                log.info("audio changes mid-stream (%s -> %s); resampling it to %s at %d Hz", self._source[1:],
+                         source[1:], getattr(self.layout, "name", self.layout), self.rate)
+            out = self.flush()
+            self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
+            self._source = source
+        return out + list(self._resampler.resample(frame))
+
+    def flush(self) -> list[av.AudioFrame]:
+        return list(self._resampler.resample(None)) if self._resampler is not None else []
 
 
 def silent_audio(duration: float, sample_rate: int = 44100, channels: int = 2) -> Audio:
@@ -392,12 +519,12 @@ def decode_audio(path: str, start: float = 0.0, duration: float | None = None,
         try:
             for frame in container.decode(stream):
                 if resampler is None:
-                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+                    resampler = AudioConverter(frame.layout, rate)
                     first_t = float(frame.time or 0.0)
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray())
             if resampler is not None:
-                for out in resampler.resample(None):
+                for out in resampler.flush():
                     chunks.append(out.to_ndarray())
         except av.error.FFmpegError as exc:
             log.warning("%s: audio decoding stopped early (%s)", os.path.basename(path), exc)
@@ -405,12 +532,13 @@ def decode_audio(path: str, start: float = 0.0, duration: float | None = None,
         return None
     wave = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
     offset = int(round((start - (first_t or 0.0)) * rate))
+    want = None if duration is None else int(round(duration * rate))
     if offset > 0:
         wave = wave[:, offset:]
-    elif offset < 0:  # audio starts after the first frame: pad the gap with silence
-        wave = np.concatenate([np.zeros((wave.shape[0], -offset), np.float32), wave], axis=1)
-    if duration is not None:
-        want = int(round(duration * rate))
+    elif offset < 0:  # audio starts after the first frame: pad the gap with silence (no more than is kept)
+        gap = -offset if want is None else min(-offset, want)
+        wave = np.concatenate([np.zeros((wave.shape[0], gap), np.float32), wave], axis=1)
+    if want is not None:
         wave = wave[:, :want]
         if wave.shape[1] < want:
             wave = np.pad(wave, ((0, 0), (0, want - wave.shape[1])))

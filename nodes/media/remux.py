@@ -6,6 +6,9 @@ import os
 
 import av
 
+from .decode import open_input
+from .encode import clean_metadata
+
 log = logging.getLogger(__name__)
 
 
@@ -15,9 +18,9 @@ def remux_with_metadata(src: str, dst: str, metadata: dict[str, str] | None = No
     os.makedirs(os.path.dirname(os.path.abspath(dst)) or ".", exist_ok=True)
     tmp = dst + ".partial"
     try:
-        with av.open(src) as inp, av.open(tmp, mode="w", format="mp4",
+        with open_input(src) as inp, av.open(tmp, mode="w", format="mp4",
                                           options={"movflags": "+faststart+use_metadata_tags"}) as out:
-            out.metadata.update({**inp.metadata, **{k: str(v) for k, v in (metadata or {}).items()}})
+            out.metadata.update(clean_metadata({**inp.metadata, **(metadata or {})}))
             streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
             for packet in inp.demux(*[s for s in inp.streams if s.index in streams]):
                 if packet.dts is None:  # demuxer flush packets carry no data
