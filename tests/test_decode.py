@@ -279,6 +279,15 @@ def test_force_fps_on_a_stream_without_timestamps(tmp_path):
         assert [round(float(f.mean()) * 255 / 8) for f in c.frames] == expected, factor
 
 
+@pytest.mark.parametrize("fps", [24, 30])
+def test_a_raw_stream_plays_at_its_own_rate_not_the_demuxers_default(tmp_path, fps):
+    """A raw .h264 has no container: FFmpeg's demuxer says 25 fps; the stream's own timing (SPS) is used."""
+    path = write_clip(tmp_path / "cam.h264", "h264", frames=12, fps=fps)
+    assert probe(path).fps == pytest.approx(fps)
+    c = decode_video(path)
+    assert c.fps == pytest.approx(fps) and c.num_frames == 12
+
+
 def test_variable_frame_rate_with_long_gaps_warns():
     """A screen recording that stood still for 3 s: loaded frame after frame (unchanged), with a warning that
     points to force_fps; steady or jittery rates give none."""

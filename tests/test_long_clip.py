@@ -19,7 +19,7 @@ from ltx_outpaint.long.reader import AudioReader, FrameReader
 from ltx_outpaint.long.runner import LongOptions, run_long
 from ltx_outpaint.long.writer import StreamingWriter
 from ltx_outpaint.media.canvas import EVEN_SNAP, CanvasSpec, layout_canvas
-from ltx_outpaint.media.decode import decode_audio, decode_video
+from ltx_outpaint.media.decode import DecodeOptions, decode_audio, decode_video
 from ltx_outpaint.request import ImageSize, OutpaintRequest
 
 CANVAS = CanvasSpec(ImageSize(128, 64), 1.0)
@@ -349,3 +349,22 @@ def test_streaming_writer_resamples_audio_aac_cannot_store(tmp_path):
         assert a.codec_context.sample_rate == 96000
         assert abs(float(a.duration * a.time_base) - 1.0) < 0.03
         assert c.streams.video[0].frames == 10
+
+
+@pytest.mark.parametrize("fmt,fps", [("matroska", 24), ("webm", 24), ("matroska", 30000 / 1001), ("mp4", 24)])
+def test_millisecond_timestamps_put_every_frame_on_its_own_slot(tmp_path, fmt, fps):
+    """MKV/WebM store whole milliseconds (frame 1 at 24 fps reads 0.042 s, past its slot at 0.04167 s): each
+    frame still lands on its own slot, none repeated or skipped, in the long reader and force_fps."""
+    from fractions import Fraction
+
+    from clips import write_clip
+
+    codec = "libvpx-vp9" if fmt == "webm" else "libx264"
+    rate = Fraction(fps).limit_denominator(1001)
+    path = write_clip(tmp_path / f"c.{'mkv' if fmt == 'matroska' else fmt}", fmt, codec=codec, frames=12, fps=rate)
+    level = lambda block: [int(round(float(f.mean()) / 8)) for f in block]  # noqa: E731 - frame i is grey 8*i
+    with FrameReader(str(path)) as r:
+        assert r.count_slots() == 12
+        assert level(r.read(0, 12)) == list(range(12))
+    clip = decode_video(str(path), DecodeOptions(force_fps=float(rate)))
+    assert level(clip.frames.numpy() * 255) == list(range(12))

@@ -18,11 +18,10 @@ from typing import Iterator
 import av
 import numpy as np
 
-from ..media.decode import AudioConverter, VideoInfo, _open, _probe_container, video_stream
+from ..media.decode import AudioConverter, VideoInfo, _open, _probe_container, timestamp_tolerance, video_stream
 
 log = logging.getLogger(__name__)
 
-_EPS = 1e-6
 SEEK_AHEAD_S = 2.0  # a forward jump shorter than this decodes through instead of seeking
 
 
@@ -44,6 +43,7 @@ class FrameReader:
         self.fps = float(info.fps)
         first = next(decoded)
         self.t0 = float(first.time or 0.0)
+        self._tol = timestamp_tolerance(first.time_base, self.fps)
         self.width, self.height = size or (info.width, info.height)
         self.keep = max(0, int(keep))
         self._rot = info.rotation // 90
@@ -64,7 +64,7 @@ class FrameReader:
     # ------------------------------------------------------------------ timeline
     def slot_of(self, t: float) -> int:
         """The first slot a frame with time `t` is shown at."""
-        return max(0, math.ceil((t - self.t0) * self.fps - _EPS * self.fps))
+        return max(0, math.ceil((t - self.t0 - self._tol) * self.fps))
 
     def _frames(self, decoded: Iterator[av.VideoFrame]) -> Iterator[tuple[int, int, np.ndarray]]:
         """(first slot, end slot, rgb) of each decoded frame that is shown at least once. A frame without a

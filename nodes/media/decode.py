@@ -191,6 +191,14 @@ def video_stream(container) -> av.video.stream.VideoStream | None:
     return tracks[0] if tracks else None
 
 
+ELEMENTARY_STREAM_FORMATS = frozenset({"h264", "hevc", "m4v", "mpegvideo", "obu", "vvc", "cavsvideo"})
+
+
+def _is_elementary_stream(container) -> bool:
+    """A raw codec stream (dashcam .h264, .hevc): no container, so no timestamps and no frame rate of its own."""
+    return bool(set(container.format.name.split(",")) & ELEMENTARY_STREAM_FORMATS)
+
+
 def _probe_container(container, path: str) -> tuple[VideoInfo, Iterator[av.VideoFrame]]:
     """Info from the container and its first decoded frame; also returns the frame iterator, with that
     first frame put back in front, so decoding continues without a seek (which would flush the
@@ -200,6 +208,8 @@ def _probe_container(container, path: str) -> tuple[VideoInfo, Iterator[av.Video
         kind = "an audio-only file" if container.streams.audio else "a file with no video stream"
         raise InputError("video", f"{os.path.basename(path)} is {kind}; a video stream is required")
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(24)
+    if _is_elementary_stream(container) and stream.guessed_rate:
+        rate = stream.guessed_rate  # a raw stream's "average" is the demuxer's default 25; the SPS has the rate
     fps = float(rate)
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
@@ -280,6 +290,14 @@ def check_options(opts: DecodeOptions) -> None:
             raise InputError(name, f"got {v}; allowed 0 (keep the file's rate) or {lo:g} to {hi:g}")
 
 
+def timestamp_tolerance(time_base, fps: float) -> float:
+    """How far a frame's time may sit past a slot of a `fps` timeline and still be that slot's frame: one tick
+    of the stream's time base (MKV/WebM store whole milliseconds: frame 1 of a 24 fps clip reads 0.042 s, not
+    0.04167 s), at most a quarter frame (a time base as coarse as the frame rate must not shift frames)."""
+    tick = float(time_base) if time_base else 0.0
+    return max(1e-6, min(tick, 0.25 / fps))
+
+
 def _timed(decoded: Iterator[av.VideoFrame], fps: float) -> Iterator[tuple[av.VideoFrame, float]]:
     """(frame, time in s); a frame without a timestamp (raw Annex-B H.264) comes 1 / `fps` after the one before."""
     t = None
@@ -313,11 +331,12 @@ def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions,
     step = 1.0 / opts.force_fps
     prev = prev_t = None
     t0 = None
+    tol = 1e-6
     for frame, t in _timed(decoded, source_fps):
         if t0 is None:
-            t0 = t
+            t0, tol = t, timestamp_tolerance(frame.time_base, opts.force_fps)
         if prev is not None:
-            while t0 + index * step < t - 1e-6:
+            while t0 + index * step < t - tol:
                 if wanted(index):
                     yield prev, t0 + index * step
                     emitted += 1
@@ -329,7 +348,7 @@ def _selected_frames(decoded: Iterator[av.VideoFrame], opts: DecodeOptions,
         timed = prev.time is not None and prev.duration and prev.time_base  # else on the index timeline
         shown = float(prev.duration * prev.time_base) if timed else 1.0 / source_fps
         end = prev_t + shown
-        while t0 + index * step < end - 1e-6:
+        while t0 + index * step < end - tol:
             if wanted(index):
                 yield prev, t0 + index * step
                 emitted += 1
