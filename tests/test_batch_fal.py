@@ -260,3 +260,30 @@ def test_a_stopped_long_clip_resumes_its_cancelled_chunks_without_paying_twice(f
     assert fal.submits == len(res.plan.chunks) + sum(1 for j in cancelled if j.cancelled)  # only what fal stopped
     assert sum(1 for c in res.chunks if c["reused"] == "attached") == len(finished_anyway)
     assert fal.billed_unsaved() == [] and Journal().pending() == []
+
+
+def test_a_batch_never_overwrites_files_it_did_not_write_nor_trusts_outputs_named_elsewhere(tmp_path):
+    """The manifest is a file in the output folder (anyone who can upload there can edit it): an output it
+    names outside the batch's folder is ignored (no "does this file exist?" oracle), and a file the batch did
+    not write is kept, the clip written next to it. Preview backend: nothing else is under test."""
+    make_clips(tmp_path / "in", count=2, frames=12)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clip00_outpaint.mp4").write_bytes(b"the user's own file")
+    first = run_batch(list_inputs([str(tmp_path / "in")]), str(out), REQUEST, CANVAS)
+    assert [r.status for r in first.records] == ["done", "done"]
+    assert (out / "clip00_outpaint.mp4").read_bytes() == b"the user's own file"
+    assert [os.path.basename(r.output) for r in first.records] == ["clip00_outpaint_2.mp4", "clip01_outpaint.mp4"]
+    again = run_batch(list_inputs([str(tmp_path / "in")]), str(out), REQUEST, CANVAS)
+    assert [r.status for r in again.records] == ["skipped", "skipped"]  # its own outputs are recognised
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("x")
+    manifest = out / MANIFEST
+    data = json.load(open(manifest))
+    for rec in data["clips"].values():
+        rec["output"] = str(secret)  # an existing file outside the folder, "done"
+    json.dump(data, open(manifest, "w"))
+    forged = run_batch(list_inputs([str(tmp_path / "in")]), str(out), REQUEST, CANVAS)
+    assert [r.status for r in forged.records] == ["done", "done"]  # run again, not "skipped -> secret.txt"
+    assert all(os.path.dirname(r.output) == str(out) for r in forged.records) and secret.read_text() == "x"

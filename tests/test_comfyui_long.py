@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from comfyui_server import PromptRejected
+from test_comfyui_paths import run_refusal
 from long_clips import read_index, write_long_clip
 from ltx_outpaint.long.reader import FrameReader
 from ltx_outpaint.media.canvas import EVEN_SNAP, CanvasSpec, layout_canvas
@@ -66,9 +67,10 @@ def test_video_file_path_outside_comfyui_folders_is_refused(comfyui, tmp_path):
     g = {"1": {"class_type": "LTXOutpaintVideoFile", "inputs": {"video": "", "path": outside}},
          "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "x/y", "format": "auto",
                                                      "codec": "auto"}}}
-    with pytest.raises(PromptRejected) as info:
-        comfyui.run(g)
-    assert "is not an allowed video file" in json.dumps(info.value.node_errors)
+    # checked when the node runs (validate_inputs checks the list input only, so a problem is named once)
+    assert run_refusal(comfyui, g, "1") == (
+        "path (Video File): 'secret.mp4' is not an allowed video file: no such file in ComfyUI's input, output or "
+        "temp folder (the server's owner can allow other folders with LTX_OUTPAINT_ALLOWED_PATHS)")
 
 
 def folder_graph(folder: str, sub: str) -> dict:
@@ -116,3 +118,12 @@ def test_folder_allowed_by_the_servers_environment(comfyui):
     entry = comfyui.run(folder_graph(folder, "batchtest3"), timeout=300)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert entry["outputs"]["4"]["text"][0].startswith("1 clip(s): 1 done")
+
+
+@pytest.mark.parametrize("sub", ["../../evil", "/tmp/evil"])
+def test_folder_output_outside_the_output_folder_is_refused_when_it_runs(comfyui, sub):
+    folder = os.path.join(comfyui.allowed_media_dir, "more_out")
+    os.makedirs(folder, exist_ok=True)
+    write_sample(os.path.join(folder, "x.mp4"), 64, 48, 12, 24.0)
+    assert run_refusal(comfyui, folder_graph(folder, sub), "4") == \
+        "output_subfolder (Outpaint Folder): must stay inside ComfyUI's output folder"

@@ -166,3 +166,24 @@ def test_a_clip_cut_short_in_its_data_warns_in_the_node_text_and_the_log(comfyui
     n = int(text.split(" frames @")[0].split(", ")[-1])
     assert 0 < n < 24 and warning[0].endswith(f"loaded the {n} frames before the cut")
     assert "cut_in_data.mp4 is cut short" in comfyui.log_text()
+
+
+def test_save_prefixes_that_leave_the_output_folder_or_cut_the_name_are_refused(comfyui, outside):
+    """A NUL in filename_prefix would make FFmpeg write (and overwrite) another file of the output folder; a
+    prefix out of it gets the pack's message, not core's (which shows the server's folders)."""
+    name = put_input(comfyui, str(outside / "secret.mp4"), "prefix_src.mp4")
+    precious = os.path.join(comfyui.output_dir, "precious.json")
+    with open(precious, "w") as f:
+        f.write("{}")
+    cases = {
+        "precious.json\u0000": "filename_prefix (Save MP4): contains a control character (NUL, newline, ...); use "
+                               "plain text",
+        "../input/evil": "filename_prefix (Save MP4): must stay inside ComfyUI's output folder (a name or a "
+                         "subfolder/name under it)",
+        "/tmp/evil": "filename_prefix (Save MP4): must stay inside ComfyUI's output folder (a name or a "
+                     "subfolder/name under it)",
+    }
+    for prefix, message in cases.items():
+        assert run_refusal(comfyui, load_and_save(video=name, prefix=prefix), "2") == message, prefix
+    assert open(precious).read() == "{}"
+    assert not os.path.exists(os.path.join(comfyui.input_dir, "evil_00001_.mp4"))

@@ -9,6 +9,7 @@ import glob
 import json
 import logging
 import os
+import re
 import threading
 import time
 
@@ -206,6 +207,48 @@ def test_recovering_a_job_fal_did_cancel_says_so_and_leaves_nothing_pending(fal,
         asyncio.run(recover(rid, FalConfig(output_dir=str(tmp_path / "rec"))))
     entry = Journal().get(rid)
     assert (entry.state, entry.may_still_run) == ("cancelled", False) and Journal().pending() == []
+
+
+@pytest.mark.parametrize("node_limit,settings_limit,refused", [
+    (0.0, 0.001, True), (1000.0, 0.001, True),  # a workflow cannot raise the settings' limit
+    (0.001, 0.0, True), (0.001, 1000.0, True), (1000.0, 0.0, False), (0.0, 0.0, False)])
+def test_the_lower_of_the_node_and_settings_cost_limits_applies(fal, tmp_path, source_path, node_limit,
+                                                                settings_limit, refused):
+    from ltx_outpaint.settings import Settings
+
+    Settings(fal_max_cost_usd=settings_limit).save()
+    config = FalConfig(output_dir=str(tmp_path / "out"), max_cost_usd=node_limit)
+    if refused:
+        with pytest.raises(InputError, match=r"is above the limit of \$0.0010 per run"):
+            run(tmp_path, source_path, config=config)
+        assert fal.requests == []
+    else:
+        run(tmp_path, source_path, config=config)
+        assert fal.submits == 1
+
+
+@pytest.mark.parametrize("field,config", [
+    ("max_cost_usd", dict(max_cost_usd=float("nan"))), ("max_cost_usd", dict(max_cost_usd=float("inf"))),
+    ("deadline_minutes", dict(deadline_s=float("nan"))), ("deadline_minutes", dict(deadline_s=0.0))])
+def test_non_finite_limits_are_refused_before_anything_is_sent(fal, tmp_path, source_path, field, config):
+    """ComfyUI's range check lets NaN through (JSON NaN in an API prompt): it must not disable a limit."""
+    with pytest.raises(InputError, match=rf"^{field} \(Outpaint Backend: fal.ai\): got "):
+        run(tmp_path, source_path, config=FalConfig(output_dir=str(tmp_path / "out"), **config))
+    assert fal.requests == []
+
+
+@pytest.mark.parametrize("rid,reason", [
+    ("../../x", "is not a fal request id"), ("..", "is not a fal request id"), (".", "is not a fal request id"),
+    ("a b", "is not a fal request id"), ("  ", "is empty; paste a fal request id"),
+    ("does-not-exist-1", "fal has no request does-not-exist-1 on fal-ai/ltx-2.3-quality/outpaint/lora")])
+def test_recover_refuses_ids_that_are_not_fal_requests_and_journals_nothing(fal, tmp_path, rid, reason):
+    """A shared workflow's Recover node cannot plant journal entries, send odd paths to fal or cancel anything."""
+    import asyncio
+
+    with pytest.raises(InputError, match=r"^request_id \(Recover fal Result\): " + re.escape(reason)):
+        asyncio.run(recover(rid, FalConfig(output_dir=str(tmp_path / "rec"))))
+    assert os.listdir(Journal().directory) == []
+    assert all(r.method == "GET" and r.path.endswith("/requests/does-not-exist-1/status") for r in fal.requests)
 
 
 def test_cost_guard_refuses_before_uploading(fal, tmp_path, source_path):

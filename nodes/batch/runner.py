@@ -58,6 +58,25 @@ class BatchSummary:
         return "\n".join(lines + self.notes)
 
 
+def _own_output(record: ClipRecord | None, out_dir: str) -> str | None:
+    """The output an earlier run of this batch chose for a clip, when the manifest names one directly in
+    `out_dir` (a manifest is a file in the output folder: any other path in it is not trusted)."""
+    if record is None or not isinstance(record.output, str):
+        return None
+    output = os.path.abspath(record.output)
+    return output if os.path.dirname(output) == os.path.abspath(out_dir) else None
+
+
+def _free_path(out_dir: str, name: str, taken: set[str]) -> str:
+    """`out_dir/name`, or `name_2`, `name_3`, ... when a file this batch did not write is already there."""
+    stem, ext = os.path.splitext(name)
+    candidate, n = os.path.abspath(os.path.join(out_dir, name)), 1
+    while candidate in taken or os.path.exists(candidate) or os.path.exists(candidate + ".json"):
+        n += 1
+        candidate = os.path.abspath(os.path.join(out_dir, f"{stem}_{n}{ext}"))
+    return candidate
+
+
 def _totals(records: list[ClipRecord], seconds: float) -> dict:
     count = {s: sum(1 for r in records if r.status == s) for s in ("done", "skipped", "failed", "interrupted")}
     return {"clips": len(records), **count, "seconds": round(seconds, 1),
@@ -72,7 +91,7 @@ async def run_batch_async(inputs: list[str], out_dir: str, request: OutpaintRequ
     started = time.monotonic()
     if concurrency < 1 or concurrency > 64:
         raise InputError("concurrency", f"got {concurrency}; allowed 1 to 64")
-    if max_total_cost_usd < 0:
+    if not max_total_cost_usd >= 0 or max_total_cost_usd == float("inf"):  # NaN too
         raise InputError("max_total_cost_usd", f"got {max_total_cost_usd}; must be >= 0 (0 = no cap)")
     request = request.replace(resolution=canvas.resolution, source_scale=canvas.source_scale).validate()
     kind = backend_kind(config)
@@ -91,14 +110,17 @@ async def run_batch_async(inputs: list[str], out_dir: str, request: OutpaintRequ
     names = output_names(inputs, digests)
     records: list[ClipRecord] = []
     keys: list[str] = []
+    taken: set[str] = set()
     for path, digest, name in zip(inputs, digests, names):
         key = clip_key(digest, body)
         keys.append(key)
+        output = _own_output(state.clips.get(key), out_dir) or _free_path(out_dir, name, taken)
+        taken.add(output)
         earlier = state.finished(key)
-        if earlier is not None:
+        if earlier is not None and os.path.abspath(earlier.output) == output:
             records.append(dataclasses.replace(earlier, input=path, status="skipped"))
         else:
-            records.append(ClipRecord(path, digest, os.path.join(out_dir, name)))
+            records.append(ClipRecord(path, digest, output))
 
     # 2. plan + estimate, before anything is uploaded
     plans = {}

@@ -64,6 +64,7 @@ class OutpaintCanvas(io.ComfyNode):
         if video is None:  # a folder's clips have their own sizes: the canvas alone
             w, h = spec.size
             lay = layout_canvas(spec, w, h)
+            check_frame_memory(w, h, 1, "resolution", "use a smaller canvas")
             blank = torch.empty(1, h, w, 3)
             blank[:] = torch.tensor(FILL_RGB)
             return io.NodeOutput(spec, blank, torch.ones(1, h, w),

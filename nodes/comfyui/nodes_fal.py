@@ -7,8 +7,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..errors import InputError
-from ..fal.backend import FalConfig, recover
+from ..fal.backend import FalConfig, check_request_id, recover
 from .common import BACKEND, CATEGORY, OUTPAINT_OUTPUTS, ComfyProgress, outpaint_outputs, interruptible
 
 log = logging.getLogger(__name__)
@@ -26,8 +25,8 @@ class FalBackendNode(io.ComfyNode):
                         "saved to output/ltx-outpaint/fal before decoding.",
             inputs=[
                 io.Float.Input("max_cost_usd", default=0.0, min=0.0, max=1000.0, step=0.01,
-                               tooltip="Refuse to submit when the estimate is above this (0 = the settings' "
-                                       "limit, or none)."),
+                               tooltip="Refuse to submit when the estimate is above this (0 = none). The "
+                                       "pack settings' limit, when lower, applies too."),
                 io.Float.Input("deadline_minutes", default=60.0, min=0.05, max=24 * 60.0, step=0.5,
                                tooltip="Cancel the fal job if it has not finished after this many minutes."),
                 io.Boolean.Input("use_sse", default=True,
@@ -62,10 +61,9 @@ class FalRecover(io.ComfyNode):
 
     @classmethod
     async def execute(cls, request_id) -> io.NodeOutput:
-        if not request_id.strip():
-            raise InputError("request_id", "is empty; paste a fal request id")
         progress = ComfyProgress(cls.hidden.unique_id)
-        result = await interruptible(recover(request_id.strip(), FalConfig(output_dir=_fal_output_dir()), progress))
+        request_id = check_request_id(request_id)
+        result = await interruptible(recover(request_id, FalConfig(output_dir=_fal_output_dir()), progress))
         return outpaint_outputs(result, None, f"fal request {request_id}: " + "; ".join(result.notes))
 
 

@@ -18,7 +18,7 @@ from comfy_api.latest import InputImpl, io, ui
 from ..errors import InputError
 from ..request import FIELDS, OutpaintRequest
 from .common import BACKEND, CANVAS, CATEGORY, LORA_STACK, ComfyProgress, SourceVideo, interruptible, request_field
-from .paths import annotated, media_policy
+from .paths import annotated, media_policy, save_target, shown_path
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,13 @@ class VideoFile(io.ComfyNode):
         return media_policy().resolve(annotated(video), "video", "Video File")
 
     @classmethod
-    def validate_inputs(cls, video, path=""):
+    def validate_inputs(cls, video):
+        # One parameter: ComfyUI reports a failed check once per parameter, so a problem is named once;
+        # `path`, when set, is checked (same rules, same message) when the node runs.
+        if not video:
+            return True
         try:
-            cls._source(video, path)
+            cls._source(video)
         except InputError as exc:
             return str(exc)
         return True
@@ -184,8 +188,7 @@ class OutpaintLong(io.ComfyNode):
                                   source_scale=canvas.source_scale, loras=tuple(loras or ())).validate()
         source, notes = video_file(video)
         config = _backend(backend, LONG_NODE)
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), *canvas.size)
+        folder, name, counter, subfolder = save_target(filename_prefix, *canvas.size, LONG_NODE)
         file = f"{name}_{counter:05}_.mp4"
         path = os.path.join(folder, file)
         progress = ComfyProgress(cls.hidden.unique_id)
@@ -195,7 +198,7 @@ class OutpaintLong(io.ComfyNode):
                                                                 overlap_frames), progress))
         finally:
             _release_native_loaders()
-        text = "\n".join([result.summary(), *notes, f"saved {path}"])
+        text = "\n".join([result.summary(), *notes, f"saved {shown_path(path)}"])
         shown = ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]).as_dict()
         return io.NodeOutput(InputImpl.VideoFromFile(path), path, text, ui={**shown, "text": (text,)})
 
@@ -271,10 +274,10 @@ class OutpaintFolder(io.ComfyNode):
         return out
 
     @classmethod
-    def validate_inputs(cls, folder, output_subfolder="ltx-outpaint/batch"):
+    def validate_inputs(cls, folder):
+        # One parameter (a problem is named once); `output_subfolder` is checked when the node runs.
         try:
             cls._folder(folder)
-            cls._out_dir(output_subfolder)
         except InputError as exc:
             return str(exc)
         return True

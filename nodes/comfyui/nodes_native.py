@@ -8,6 +8,7 @@ the finish node that turns the result into the outpaint node's outputs with a qu
 from __future__ import annotations
 
 import json
+import math
 import logging
 
 import torch
@@ -23,6 +24,7 @@ from .common import CATEGORY, OUTPAINT_OUTPUTS, from_comfy_audio, outpaint_outpu
 log = logging.getLogger(__name__)
 
 ENGINE_CATEGORY = CATEGORY + "/engine"
+FINISH_NODE = "Outpaint Result (LTX, native engine)"
 
 
 class StageInputs(io.ComfyNode):
@@ -199,7 +201,14 @@ class NativeFinish(io.ComfyNode):
     def execute(cls, images, placed, mask, fps, seed, prompt, info, audio=None) -> io.NodeOutput:
         from ..media.quality import frame_window, quality_report
 
-        meta = json.loads(info or "{}")
+        try:
+            meta = json.loads(info or "{}")
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise InputError("info", "must be a JSON object (what LTXOutpaintStageInputs gives)", node=FINISH_NODE)
+        if not (math.isfinite(fps) and fps > 0):
+            raise InputError("fps", f"got {fps}; allowed 1 to 240", node=FINISH_NODE)
         n = images.shape[0]
         engine_audio = from_comfy_audio(audio)
         if engine_audio is not None:  # the decoded latent covers the source audio: fit it to the video

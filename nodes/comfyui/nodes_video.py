@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..media.decode import DecodeOptions, check_options, decode_video
 from ..media.encode import write_mp4
 from ..media.remux import remux_with_metadata
-from .paths import annotated as _annotated, media_policy
+from .paths import annotated as _annotated, media_policy, save_target
 from .common import CATEGORY, SourceVideo, clip_from_video, to_comfy_audio, request_field
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,7 @@ class SaveMP4(io.ComfyNode):
         import json
 
         width, height = video.get_dimensions()
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), width, height)
+        folder, name, counter, subfolder = save_target(filename_prefix, width, height, "Save MP4")
         file = f"{name}_{counter:05}_.mp4"
         path = os.path.join(folder, file)
         metadata = {}

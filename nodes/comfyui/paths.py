@@ -54,3 +54,43 @@ def lora_fingerprint(lora: str, path_or_url: str) -> str:
 
 
 __all__ = ["annotated", "lora_fingerprint", "lora_policy", "lora_source", "media_policy"]
+
+
+def save_target(filename_prefix: str, width: int, height: int, node: str) -> tuple[str, str, int, str]:
+    """ComfyUI's (folder, name, counter, subfolder) for a new output file, after refusing a prefix that would
+    leave the output folder or that a file system cannot take (NUL and other control characters: FFmpeg
+    would cut the name there and overwrite another file)."""
+    import os
+
+    from ..errors import InputError
+
+    prefix = str(filename_prefix)
+    if any(ord(c) < 32 or ord(c) == 127 for c in prefix):
+        raise InputError("filename_prefix", "contains a control character (NUL, newline, ...); use plain text",
+                         node=node)
+    output = os.path.abspath(folder_paths.get_output_directory())
+    target = os.path.abspath(os.path.join(output, prefix))  # lexical, as core's check (a symlinked subfolder
+    # that the server's owner made inside output stays usable)
+    try:
+        inside = os.path.commonpath([output, target]) == output and target != output
+    except ValueError:  # another drive (Windows)
+        inside = False
+    if os.path.isabs(prefix) or not inside:
+        raise InputError("filename_prefix", "must stay inside ComfyUI's output folder (a name or a subfolder/name "
+                                            "under it)", node=node)
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, output, width, height)
+    return folder, name, counter, subfolder
+
+
+def shown_path(path: str) -> str:
+    """`path` as a user of the server sees it: relative to ComfyUI's output folder when inside it, else the
+    file name (node texts never show the server's folders)."""
+    import os
+
+    output = os.path.abspath(folder_paths.get_output_directory())
+    full = os.path.abspath(path)
+    try:
+        inside = os.path.commonpath([output, full]) == output
+    except ValueError:  # another drive (Windows)
+        inside = False
+    return os.path.relpath(full, output).replace(os.sep, "/") + " [output]" if inside else os.path.basename(path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import tempfile
@@ -26,7 +27,7 @@ from ..media.canvas import NO_SNAP
 from ..media.decode import decode_video
 from ..request import ENDPOINT_ID, OutpaintRequest, lora_node
 from ..settings import Settings, config_dir, find_fal_key, missing_key_message
-from .errors import FalSubmitUnknown, FalValidationError
+from .errors import FalError, FalSubmitUnknown, FalValidationError
 from .follow import LatchedProgress, Saved, follow_and_save
 from .journal import Journal, JournalEntry
 from .messages import DOWNLOAD_ERROR_TYPES, OUTPAINT_NODE, validation_input_error
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_LORA_BYTES = 3 * 2**30  # fal's limit per LoRA
 SUBMIT_ANSWER_WAIT_S = 30.0  # detach mode: how long a stopped submit waits for fal's answer
 BACKEND_NODE = "Outpaint Backend: fal.ai"
+RECOVER_NODE = "Recover fal Result"
 FIND_UNKNOWN_JOB = ("find it in fal's request list (fal.ai/dashboard/requests, endpoint {endpoint}, submitted at "
                     "{when}) and load it with the Recover fal Result node, which takes its request id")
 
@@ -46,7 +48,7 @@ class FalConfig:
     """Settings of the fal backend node; empty strings / 0 fall back to the environment and the settings."""
 
     endpoint_id: str = ENDPOINT_ID
-    max_cost_usd: float = 0.0  # 0 = the settings' limit (0 there = no limit)
+    max_cost_usd: float = 0.0  # per-run limit; the settings' limit, when lower, wins (0 = none)
     deadline_s: float = 3600.0
     use_sse: bool = True
     queue_url: str = ""  # explicit base URLs (code, CLI) win over the environment and the settings file
@@ -96,8 +98,16 @@ class FalBackend:
         return key.value
 
     def check_cost(self, width: int, height: int, frames: int):
+        """The estimate, refused above the lower of the node's and the settings' per-run limits (0 = none)."""
+        if not (math.isfinite(self.config.max_cost_usd) and self.config.max_cost_usd >= 0):
+            raise InputError("max_cost_usd", f"got {self.config.max_cost_usd}; allowed 0 (no limit) to 1000",
+                             node=BACKEND_NODE)
+        if not (math.isfinite(self.config.deadline_s) and self.config.deadline_s > 0):
+            raise InputError("deadline_minutes", f"got {self.config.deadline_s / 60:g}; allowed 0.05 to 1440",
+                             node=BACKEND_NODE)
         cost = estimate_cost(width, height, frames)
-        limit = self.config.max_cost_usd or Settings.load().fal_max_cost_usd
+        limits = [x for x in (self.config.max_cost_usd, Settings.load().fal_max_cost_usd) if x > 0]
+        limit = min(limits) if limits else 0.0
         if limit and cost.usd > limit:
             raise InputError("max_cost_usd", f"estimated cost {cost} is above the limit of ${limit:.4f} per run; "
                                              f"raise the limit or use a smaller canvas / fewer num_frames",
@@ -353,24 +363,46 @@ def _replace_url(payload: dict, old: str, new: str) -> None:
             lora["path"] = new
 
 
+def check_request_id(request_id: str) -> str:
+    """A fal request id as typed (spaces trimmed), or InputError: letters, digits, '-', '_' and '.' only."""
+    rid = str(request_id or "").strip()
+    if not rid:
+        raise InputError("request_id", "is empty; paste a fal request id", node=RECOVER_NODE)
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", rid) or set(rid) == {"."}:
+        raise InputError("request_id", "is not a fal request id (letters, digits, '-', '_' and '.', as fal's "
+                                       "dashboard and the pack's journal show them)", node=RECOVER_NODE)
+    return rid
+
+
 async def recover(request_id: str, config: FalConfig = FalConfig(), progress: Progress | None = None):
-    """Re-attach to a request by id (from the journal, or built from the endpoint id) and save its result."""
+    """Re-attach to a request by id (from the journal, or built from the endpoint id) and save its result.
+
+    An id the journal does not know is journaled only after fal confirms it has that request."""
     from .client import FalClient
     from .queue import QueueHandle
 
+    request_id = check_request_id(request_id)
     backend = FalBackend(config)
     progress = progress or Progress()
     journal = Journal()
     entry = journal.get(request_id)
     hosts = backend.hosts()
-    if entry is None or not entry.status_url:
-        built = QueueHandle.for_request(config.endpoint_id, request_id, hosts.queue)
-        entry = journal.record(JournalEntry(request_id, config.endpoint_id, built.status_url, built.response_url,
-                                            built.cancel_url))
-    elif entry.state != "submitted":
-        journal.update(request_id, state="submitted")
-    handle = QueueHandle(entry.endpoint_id, request_id, entry.status_url, entry.response_url, entry.cancel_url)
     async with FalClient(backend.key(), hosts) as client:
+        if entry is None or not entry.status_url:
+            built = QueueHandle.for_request(config.endpoint_id, request_id, hosts.queue)
+            try:
+                await client.status(built, logs=False)
+            except FalError as exc:
+                if exc.status_code == 404:
+                    raise InputError("request_id", f"fal has no request {request_id} on {config.endpoint_id} (check "
+                                                   f"the id on fal.ai/dashboard/requests; fal keeps a result about "
+                                                   f"an hour)", node=RECOVER_NODE) from None
+                raise
+            entry = journal.record(JournalEntry(request_id, config.endpoint_id, built.status_url,
+                                                built.response_url, built.cancel_url))
+        elif entry.state != "submitted":
+            entry = journal.update(request_id, state="submitted")
+        handle = QueueHandle(entry.endpoint_id, request_id, entry.status_url, entry.response_url, entry.cancel_url)
         return await backend.follow_and_save(client, handle, entry, progress)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..media.encode import (_LAYOUTS, QUALITY_AUDIO_BITRATE, QUALITY_CRF, SMALL_MODE_CRF_BONUS, WRITE_MODE_PRESET,
-                            RateConverter, aac_rate, clean_metadata, fps_fraction)
+                            RateConverter, aac_rate, check_output_path, clean_metadata, fps_fraction)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class StreamingWriter:
             raise ValueError(f"video_quality: got {video_quality!r}; allowed: {', '.join(QUALITY_CRF)}")
         if video_write_mode not in WRITE_MODE_PRESET:
             raise ValueError(f"video_write_mode: got {video_write_mode!r}; allowed: {', '.join(WRITE_MODE_PRESET)}")
-        self.path = path
+        self.path = check_output_path(path)
         self.rate = fps_fraction(fps)
         self.quality, self.mode = video_quality, video_write_mode
         os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)

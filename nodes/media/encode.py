@@ -86,10 +86,18 @@ def fps_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+def check_output_path(path: str) -> str:
+    """Refuse an output path FFmpeg would cut short (a NUL byte: it would write, and overwrite, another file)."""
+    if "\0" in str(path):
+        raise ValueError("the output file name contains a NUL byte")
+    return path
+
+
 def write_mp4(path: str, frames: torch.Tensor, fps: float, audio: Audio | None = None,
               video_quality: str = "high", video_write_mode: str = "balanced",
               metadata: dict[str, str] | None = None, chunk: int = 8) -> str:
     """Encode `frames` [F,H,W,3] float 0..1 at `fps` (+ `audio`, trimmed/padded to the video length)."""
+    check_output_path(path)
     if video_quality not in QUALITY_CRF:
         raise ValueError(f"video_quality: got {video_quality!r}; allowed: {', '.join(QUALITY_CRF)}")
     if video_write_mode not in WRITE_MODE_PRESET:

@@ -7,7 +7,7 @@ import os
 import av
 
 from .decode import open_input
-from .encode import clean_metadata
+from .encode import check_output_path, clean_metadata
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 def remux_with_metadata(src: str, dst: str, metadata: dict[str, str] | None = None) -> str:
     """Write `dst` with `src`'s audio and video packets as they are, and `metadata` (e.g. prompt, workflow)
     merged over `src`'s own container metadata. Written atomically."""
+    check_output_path(dst)
     os.makedirs(os.path.dirname(os.path.abspath(dst)) or ".", exist_ok=True)
     tmp = dst + ".partial"
     try:
