@@ -368,3 +368,33 @@ def test_millisecond_timestamps_put_every_frame_on_its_own_slot(tmp_path, fmt, f
         assert level(r.read(0, 12)) == list(range(12))
     clip = decode_video(str(path), DecodeOptions(force_fps=float(rate)))
     assert level(clip.frames.numpy() * 255) == list(range(12))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT to a child process")
+@pytest.mark.parametrize("command", ["long", "batch"])
+def test_ctrl_c_mid_run_stops_cleanly_on_the_preview_backend(tmp_path, command):
+    """Ctrl-C while a worker thread decodes and writes: the worker is stopped and waited for before the writer
+    and the audio are closed (closing them under it crashed the process: SIGSEGV)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ltx_outpaint.media.sample import write_sample
+
+    (tmp_path / "in").mkdir()
+    src = write_sample(str(tmp_path / "in" / "long.mp4"), 64, 48, 720, 24.0)
+    out = str(tmp_path / ("o.mp4" if command == "long" else "out"))
+    cmd = [sys.executable, "-m", "ltx_outpaint.cli", command, src if command == "long" else str(tmp_path / "in"),
+           "-o", out, "--backend", "preview", "--resolution", "640x360", "--chunk-frames", "240", "--prompt", "x"]
+    env = {**os.environ, "LTX_OUTPAINT_CONFIG_DIR": str(tmp_path / "cfg")}
+    for attempt in range(3):
+        child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(2.5 + attempt)  # mid-run: the worker is decoding, generating and writing chunks
+        assert child.poll() is None, child.communicate()[0][-2000:]
+        child.send_signal(signal.SIGINT)
+        rest = child.communicate(timeout=120)[0]
+        assert child.returncode in (130, 4), (attempt, child.returncode, rest[-2000:])
+        assert "interrupted" in rest and "Traceback" not in rest, rest[-2000:]
+        partial = [f for f in os.listdir(os.path.dirname(out) if command == "long" else out) if f.endswith(".partial")]
+        assert partial == []

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
@@ -256,20 +257,23 @@ async def run_long_async(source: str, output: str, request: OutpaintRequest, can
                                metadata={"comment": request.prompt})
 
     assembler = Assembler(open_writer, plan, source_audio, request.generate_audio)
+    stop = threading.Event()  # set when this task stops: the worker thread stops at its next progress check
+    worker_done = True
     try:
         if kind == "fal":
             await _run_fal_chunks(backend, source, request, canvas, plan, analysis, clip_sha, assembler, outputs,
                                   progress, semaphore or asyncio.Semaphore(max(1, concurrency)), output)
         else:
-            await asyncio.to_thread(_run_inprocess_chunks, backend, source, request, canvas, plan, analysis,
-                                    options, assembler, outputs, progress, notes)
-        path = await asyncio.to_thread(assembler.finish)
-    except BaseException:
-        if assembler.writer is not None:
+            await _in_worker(stop, _run_inprocess_chunks, backend, source, request, canvas, plan, analysis,
+                             options, assembler, outputs, _StopAware(progress, stop), notes)
+        path = await _in_worker(stop, assembler.finish)
+    except BaseException as exc:
+        worker_done = not isinstance(exc, _WorkerStillRunning)
+        if worker_done and assembler.writer is not None:
             assembler.writer.abort()
-        raise
+        raise (exc.__cause__ or exc) if isinstance(exc, _WorkerStillRunning) else exc
     finally:
-        if source_audio is not None:
+        if source_audio is not None and worker_done:  # never close what a running worker still reads
             source_audio.close()
     if assembler.writer.frames != plan.frames:
         raise RuntimeError(f"wrote {assembler.writer.frames} frames, planned {plan.frames}")
@@ -290,6 +294,53 @@ async def run_long_async(source: str, output: str, request: OutpaintRequest, can
         json.dump(result.sidecar(request), f, indent=2)
     progress.report(100, 100, f"wrote {os.path.basename(output)}")
     return result
+
+
+class _StopAware(Progress):
+    """`inner`, also reading as interrupted once `stop` is set (the task that started the worker stopped)."""
+
+    def __init__(self, inner: Progress, stop: threading.Event):
+        self.inner, self.stop = inner, stop
+
+    def report(self, done, total, text=None) -> None:
+        self.inner.report(done, total, text)
+
+    def interrupted(self) -> bool:
+        return self.stop.is_set() or self.inner.interrupted()
+
+    def note(self, text: str) -> None:
+        self.inner.note(text)
+
+
+class _WorkerStillRunning(Exception):
+    """The worker did not stop in time after a stop: what it uses must not be closed under it."""
+
+
+WORKER_STOP_WAIT_S = 120.0
+
+
+async def _in_worker(stop: threading.Event, fn, *args):
+    """`fn(*args)` in a worker thread. When this task stops (Ctrl-C, cancellation) the worker is told (`stop`)
+    and waited for, so the caller's clean-up never closes a file or writer the worker is still using."""
+    future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(future)
+    except BaseException as exc:
+        if future.done():
+            raise
+        stop.set()
+        deadline = time.monotonic() + WORKER_STOP_WAIT_S
+        while not future.done() and time.monotonic() < deadline:
+            try:
+                await asyncio.wait({future}, timeout=0.2)
+            except BaseException:  # noqa: BLE001 - stopped again: keep waiting for the worker
+                continue
+        if not future.done():
+            log.warning("the worker thread did not stop within %.0f s; leaving its files open", WORKER_STOP_WAIT_S)
+            raise _WorkerStillRunning() from exc
+        if not future.cancelled() and future.exception() is not None:  # the worker's own stop, as expected
+            log.debug("worker stopped: %r", future.exception())
+        raise
 
 
 def run_long(*args, **kwargs) -> LongResult:
