@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -49,15 +50,19 @@ def parse_resolution(text: str) -> str | ImageSize:
             f"resolution: {text!r} is neither a preset ({', '.join(RESOLUTION_PRESETS)}) nor WIDTHxHEIGHT") from None
 
 
-def parse_lora(parts: Sequence[str]) -> LoraSpec:
-    """`PATH_OR_URL [SCALE [TARGET]]` from one --lora option."""
+def parse_lora(parts: Sequence[str], position: int = 1) -> LoraSpec:
+    """`PATH_OR_URL [SCALE [TARGET]]` from the `position`-th --lora option."""
     if not 1 <= len(parts) <= 3:
         raise InputError("lora", "give PATH_OR_URL, then optionally SCALE and TARGET (both|video|audio)")
     try:
         scale = float(parts[1]) if len(parts) > 1 else 1.0
     except ValueError:
         raise InputError("lora", f"scale {parts[1]!r} is not a number") from None
-    return LoraSpec(parts[0], scale, parts[2] if len(parts) > 2 else "both")
+    from .loras import check_lora_spec
+
+    # a local file must exist and be a safetensors LoRA before anything runs (or is paid for)
+    return check_lora_spec(LoraSpec(parts[0], scale, parts[2] if len(parts) > 2 else "both"), field="path",
+                           node=f"--lora #{position}")
 
 
 def _add_request_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -145,14 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="Write a small generated sample clip (vertical, with audio).")
     s.add_argument("output", help="Where to write the MP4.")
-    s.add_argument("--width", type=int, default=320)
-    s.add_argument("--height", type=int, default=576)
-    s.add_argument("--frames", type=int, default=48)
-    s.add_argument("--fps", type=float, default=24.0)
+    s.add_argument("--width", type=int, default=320, help="Width in pixels, even, 16 to 4096 (default 320).")
+    s.add_argument("--height", type=int, default=576, help="Height in pixels, even, 16 to 4096 (default 576).")
+    s.add_argument("--frames", type=int, default=48, help="Frames, 1 to 10000 (default 48).")
+    s.add_argument("--fps", type=float, default=24.0, help="Frame rate, 1 to 240 (default 24).")
+    _add_overwrite(s)
 
     r = sub.add_parser("run", help="Outpaint a video.")
     r.add_argument("input", help="Source video: a file path or an https URL (fetched with the safe downloader).")
     r.add_argument("-o", "--output", required=True, help="Output MP4 path (a .json sidecar is written beside it).")
+    _add_overwrite(r)
     _add_backend_options(r)
     _add_canvas_options(r)
     d = r.add_argument_group("source selection")
@@ -168,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "chunks, streamed to the output (re-run the same command to resume).")
     lg.add_argument("input", help="Source video file.")
     lg.add_argument("-o", "--output", required=True, help="Output MP4 (+ .json sidecar with scenes and joins).")
+    _add_overwrite(lg)
     _add_backend_options(lg)
     _add_canvas_options(lg)
     _add_long_options(lg)
@@ -186,10 +194,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_request_options(b, skip=("num_frames", "frames_per_second"))
 
     rec = sub.add_parser("recover", help="Fetch a fal request's result by id (after a crash or restart).")
-    rec.add_argument("request_id")
+    rec.add_argument("request_id", help="The fal request id (from the journal, a message or fal's dashboard).")
     rec.add_argument("-o", "--output", required=True, help="Output MP4 path.")
-    rec.add_argument("--deadline-s", type=float, default=3600.0)
+    _add_overwrite(rec)
+    rec.add_argument("--deadline-s", type=float, default=3600.0,
+                     help="Stop waiting after this many seconds, up to 86400 (default 3600); the job is left running.")
     return p
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="Replace the output file when it exists.")
+
+
+def check_output_file(output: str, inputs: Sequence[str] = (), overwrite: bool = False) -> str:
+    """The output MP4 path, its folder created; refused when it is a folder, one of the inputs, or exists
+    (unless `overwrite`)."""
+    path = os.path.abspath(output)
+    if os.path.isdir(path):
+        raise InputError("--output", f"{output} is a folder; give a file name, e.g. {os.path.join(output, 'out.mp4')}")
+    for given in inputs:
+        if os.path.exists(given) and os.path.exists(path) and os.path.samefile(given, path):
+            raise InputError("--output", f"{output} is the input file; write to another name")
+    if os.path.exists(path) and not overwrite:
+        raise InputError("--output", f"{output} exists; add --overwrite to replace it")
+    if not path.lower().endswith(".mp4"):
+        log.warning("%s: the file is an MP4 whatever its name says", output)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return output
 
 
 def _resolve_input(path_or_url: str) -> tuple[str, bool]:
@@ -251,18 +282,26 @@ def _backend_config(args: argparse.Namespace, fal_output_dir: str | None = None)
     if kind == "local":
         return _local_config(args)
     if kind == "fal":
+        from .fal.backend import check_limits
+
         out = os.path.dirname(os.path.abspath(args.output)) if fal_output_dir is None else fal_output_dir
-        return FalConfig(max_cost_usd=args.max_cost_usd, deadline_s=args.deadline_s, use_sse=not args.no_sse,
-                         output_dir=out)
+        config = FalConfig(max_cost_usd=args.max_cost_usd, deadline_s=args.deadline_s, use_sse=not args.no_sse,
+                           output_dir=out)
+        check_limits(config, "--max-cost-usd", "--deadline-s", node=None)
+        return config
     return PreviewConfig(fill=args.fill)
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .fal.backend import FalConfig, recover
+    from .fal.backend import FalConfig, check_limits, recover
 
-    config = FalConfig(deadline_s=args.deadline_s, output_dir=os.path.dirname(os.path.abspath(args.output)))
+    check_output_file(args.output, overwrite=args.overwrite)
+    # a stop leaves the job running at fal: it is the job being recovered, and a re-run collects it
+    config = FalConfig(deadline_s=args.deadline_s, output_dir=os.path.dirname(os.path.abspath(args.output)),
+                       on_stop="detach")
+    check_limits(config, "--max-cost-usd", "--deadline-s", node=None)
     result = asyncio.run(recover(args.request_id, config))
     shutil.copyfile(result.video_path, args.output)
     log.info("recovered fal request %s -> %s", args.request_id, args.output)
@@ -272,10 +311,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _backend_config(args)
     values = {name: getattr(args, name) for name in FIELDS if name not in ("video_url", "loras")}
-    request = OutpaintRequest(**values, loras=tuple(parse_lora(x) for x in args.lora)).validate()
+    request = OutpaintRequest(**values, loras=tuple(parse_lora(x, i + 1) for i, x in enumerate(args.lora))).validate()
     canvas = CanvasSpec(request.resolution, request.source_scale, args.anchor, args.offset_x, args.offset_y)
     opts = DecodeOptions(args.frame_load_cap, args.skip_first_frames, args.select_every_nth, args.force_fps,
                          args.max_width, args.max_height)
+    check_output_file(args.output, [args.input], args.overwrite)
     path, temporary = _resolve_input(args.input)
     try:
         clip = decode_video(path, opts)
@@ -309,7 +349,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _long_request(args: argparse.Namespace) -> tuple[OutpaintRequest, CanvasSpec]:
     values = {name: getattr(args, name) for name in FIELDS
               if name not in ("video_url", "loras", "num_frames", "frames_per_second")}
-    request = OutpaintRequest(**values, loras=tuple(parse_lora(x) for x in args.lora)).validate()
+    request = OutpaintRequest(**values, loras=tuple(parse_lora(x, i + 1) for i, x in enumerate(args.lora))).validate()
     canvas = CanvasSpec(request.resolution, request.source_scale, args.anchor, args.offset_x, args.offset_y)
     return request, canvas
 
@@ -326,6 +366,9 @@ def cmd_long(args: argparse.Namespace) -> int:
     from .long.runner import run_long
 
     request, canvas = _long_request(args)
+    if not os.path.isfile(args.input):
+        raise InputError("input", f"{args.input}: no such file (long takes a local video file)")
+    check_output_file(args.output, [args.input], args.overwrite)
     config = _backend_config(args, fal_output_dir="")
     if getattr(config, "kind", "") == "fal":
         import dataclasses
@@ -345,6 +388,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .batch.runner import run_batch
 
     request, canvas = _long_request(args)
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise InputError("--output", f"{args.output} is a file; batch writes into a folder (give a folder name)")
     config = _backend_config(args, fal_output_dir="")
     inputs = list_inputs(args.inputs, exclude=args.output)
     summary = run_batch(inputs, args.output, request, canvas, config, _long_options(args),
@@ -353,14 +398,27 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0 if summary.totals["failed"] == 0 and summary.totals["interrupted"] == 0 else 4
 
 
+def _check_sample(args: argparse.Namespace) -> None:
+    for name, value, low, high in (("--width", args.width, 16, 4096), ("--height", args.height, 16, 4096),
+                                   ("--frames", args.frames, 1, 10000)):
+        if not low <= value <= high or (name != "--frames" and value % 2):
+            even = "an even number " if name != "--frames" else ""
+            raise InputError(name, f"got {value}; allowed {even}{low} to {high}")
+    if not (math.isfinite(args.fps) and 1 <= args.fps <= 240):
+        raise InputError("--fps", f"got {args.fps}; allowed 1 to 240")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request is noise here
     try:
         if args.command == "sample":
             from .media.sample import write_sample
 
+            _check_sample(args)
+            check_output_file(args.output, overwrite=args.overwrite)
             write_sample(args.output, args.width, args.height, args.frames, args.fps)
             log.info("wrote sample clip %s (%dx%d, %d frames, %g fps, stereo tone)", args.output,
                      args.width, args.height, args.frames, args.fps)
@@ -378,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except OSError as exc:  # a file or folder that cannot be used (missing, a folder, no permission)
+        log.error("%s: %s", exc.filename or "file", exc.strerror or exc)
+        return 2
     except Exception as exc:
         from .fal.errors import FalError
 

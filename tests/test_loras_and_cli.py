@@ -88,7 +88,7 @@ def test_cli_bad_input_is_a_clear_error(tmp_path):
     r = run_cli("run", "missing.mp4", "-o", "x.mp4", "--num-frames", "5", cwd=tmp_path)
     assert r.returncode == 2 and "num_frames: got 5; allowed range 9 to 481" in r.stderr
     r = run_cli("run", "missing.mp4", "-o", "x.mp4", "--lora", "a.safetensors", "9", cwd=tmp_path)
-    assert r.returncode == 2 and "scale (LoRA Stack #1): got 9.0; allowed range 0.0 to 4.0" in r.stderr
+    assert r.returncode == 2 and "scale (--lora #1): got 9.0; allowed range 0.0 to 4.0" in r.stderr
     assert not os.path.exists(tmp_path / "x.mp4")
 
 
@@ -99,3 +99,57 @@ def test_cli_help_lists_every_request_field():
                  "--negative-prompt", "--seed", "--enable-prompt-expansion", "--enable-safety-checker",
                  "--video-quality", "--video-write-mode", "--sync-mode", "--lora"):
         assert flag in r.stdout, flag
+
+
+def test_cli_never_overwrites_silently_and_refuses_unusable_paths_without_a_traceback(tmp_path):
+    assert run_cli("sample", "clip.mp4", "--frames", "12", cwd=tmp_path).returncode == 0
+    r = run_cli("sample", "clip.mp4", cwd=tmp_path)
+    assert r.returncode == 2 and "--output: clip.mp4 exists; add --overwrite to replace it" in r.stderr
+    before = (tmp_path / "clip.mp4").read_bytes()
+    args = ("--num-frames", "9", "--resolution", "128x72")
+    r = run_cli("run", "clip.mp4", "-o", "clip.mp4", "--overwrite", *args, cwd=tmp_path)
+    assert r.returncode == 2 and "--output: clip.mp4 is the input file; write to another name" in r.stderr
+    r = run_cli("long", "clip.mp4", "-o", "./clip.mp4", "--overwrite", "--resolution", "128x72", cwd=tmp_path)
+    assert r.returncode == 2 and "is the input file" in r.stderr
+    assert (tmp_path / "clip.mp4").read_bytes() == before
+    assert run_cli("run", "clip.mp4", "-o", "sub/dir/wide.mp4", *args, cwd=tmp_path).returncode == 0  # folders made
+    r = run_cli("run", "clip.mp4", "-o", "sub/dir/wide.mp4", *args, cwd=tmp_path)
+    assert r.returncode == 2 and "exists; add --overwrite" in r.stderr
+    assert run_cli("run", "clip.mp4", "-o", "sub/dir/wide.mp4", "--overwrite", *args, cwd=tmp_path).returncode == 0
+    cases = {
+        ("run", "clip.mp4", "-o", "sub", *args): "--output: sub is a folder; give a file name",
+        ("long", "nope.mp4", "-o", "l.mp4"): "input: nope.mp4: no such file (long takes a local video file)",
+        ("long", "sub", "-o", "l.mp4"): "input: sub: no such file",
+        ("run", "clip.mp4", "-o", "w.mp4", "--lora", "missing.safetensors", *args): "LoRA file not found",
+        ("run", "clip.mp4", "-o", "w.mp4", "--lora", "clip.mp4", *args): "only .safetensors LoRAs are accepted",
+        ("sample", "z.mp4", "--frames", "0"): "--frames: got 0; allowed 1 to 10000",
+        ("sample", "z.mp4", "--width", "47"): "--width: got 47; allowed an even number 16 to 4096",
+        ("sample", "z.mp4", "--fps", "0"): "--fps: got 0.0; allowed 1 to 240",
+        ("batch", "clip.mp4", "-o", "sub/dir/wide.mp4"): "--output: sub/dir/wide.mp4 is a file; batch writes into a "
+                                                         "folder",
+    }
+    for argv, message in cases.items():
+        r = run_cli(*argv, cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr[-800:])
+    assert not (tmp_path / "z.mp4").exists() and not (tmp_path / "w.mp4").exists()
+
+
+def test_cli_checks_limits_and_scene_options_and_says_when_the_source_is_shorter(tmp_path):
+    assert run_cli("sample", "clip.mp4", "--frames", "12", cwd=tmp_path).returncode == 0
+    cases = {
+        ("run", "clip.mp4", "-o", "a.mp4", "--backend", "fal", "--max-cost-usd", "5000"):
+            "--max-cost-usd: got 5000.0; allowed 0 (no limit) to 1000",
+        ("run", "clip.mp4", "-o", "a.mp4", "--backend", "fal", "--deadline-s", "nan"):
+            "--deadline-s: got nan s; allowed more than 0 up to 86400 s",
+        ("recover", "abc", "-o", "a.mp4", "--deadline-s", "-5"): "--deadline-s: got -5 s; allowed more than 0 up to 86400 s",
+        ("long", "clip.mp4", "-o", "a.mp4", "--scene-threshold", "-1"): "scene_threshold: got -1.0; allowed 1 to 100",
+        ("long", "clip.mp4", "-o", "a.mp4", "--min-scene-len", "0"): "min_scene_len: got 0; allowed 1 to 100000",
+    }
+    for argv, message in cases.items():
+        r = run_cli(*argv, cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr, (argv, r.stderr[-600:])
+    r = run_cli("run", "clip.mp4", "-o", "w.mp4", "--num-frames", "25", "--resolution", "128x72", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = ("the source has 12 frames (0.50 s) but 25 were generated: past the source there is no source picture to "
+            "keep (its last frame is held); set num_frames to at most 12 to match the source")
+    assert text in r.stderr and text in json.loads((tmp_path / "w.mp4.json").read_text())["notes"]

@@ -146,6 +146,12 @@ async def run_outpaint_async(request: OutpaintRequest, clip: Clip, canvas: Canva
         result = await run_async(job, progress)
     else:
         result = await asyncio.to_thread(backend.run, job, progress)
+    if clip.num_frames < job.num_frames:
+        text = (f"the source has {clip.num_frames} frames ({clip.num_frames / clip.fps:.2f} s) but {job.num_frames} "
+                f"were generated: past the source there is no source picture to keep (its last frame is held); "
+                f"set num_frames to at most {max(clip.num_frames, 9)} to match the source")
+        log.warning("%s", text)
+        result.notes.append(text)
     if result.quality is None:
         await asyncio.to_thread(attach_quality, result, job)
     return result

@@ -94,6 +94,7 @@ async def run_batch_async(inputs: list[str], out_dir: str, request: OutpaintRequ
     if not max_total_cost_usd >= 0 or max_total_cost_usd == float("inf"):  # NaN too
         raise InputError("max_total_cost_usd", f"got {max_total_cost_usd}; must be >= 0 (0 = no cap)")
     request = request.replace(resolution=canvas.resolution, source_scale=canvas.source_scale).validate()
+    options.validate()
     kind = backend_kind(config)
     if kind == "fal":  # a batch leaves submitted jobs running on Ctrl-C; a re-run collects them
         config = dataclasses.replace(config, on_stop="detach")

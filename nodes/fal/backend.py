@@ -69,6 +69,24 @@ class _Inputs:
     cached: dict
 
 
+MAX_COST_USD = 1000.0
+MAX_DEADLINE_S = 24 * 3600.0
+
+
+def check_limits(config: FalConfig, cost_field: str = "max_cost_usd", deadline_field: str = "deadline_minutes",
+                 node: str | None = BACKEND_NODE) -> None:
+    """The per-run cost limit and the deadline in their ranges (NaN, which ComfyUI's range check lets through,
+    included); the CLI passes its own option names."""
+    if not (math.isfinite(config.max_cost_usd) and 0 <= config.max_cost_usd <= MAX_COST_USD):
+        raise InputError(cost_field, f"got {config.max_cost_usd}; allowed 0 (no limit) to {MAX_COST_USD:g}",
+                         node=node)
+    if not (math.isfinite(config.deadline_s) and 0 < config.deadline_s <= MAX_DEADLINE_S):
+        shown = (f"got {config.deadline_s:g} s; allowed more than 0 up to {MAX_DEADLINE_S:g} s"
+                 if deadline_field.endswith("-s") else
+                 f"got {config.deadline_s / 60:g} minutes; allowed more than 0 up to {MAX_DEADLINE_S / 60:g}")
+        raise InputError(deadline_field, shown, node=node)
+
+
 class FalBackend:
     name = "fal"
     snap = NO_SNAP  # fal sizes the canvas itself
@@ -99,12 +117,7 @@ class FalBackend:
 
     def check_cost(self, width: int, height: int, frames: int):
         """The estimate, refused above the lower of the node's and the settings' per-run limits (0 = none)."""
-        if not (math.isfinite(self.config.max_cost_usd) and self.config.max_cost_usd >= 0):
-            raise InputError("max_cost_usd", f"got {self.config.max_cost_usd}; allowed 0 (no limit) to 1000",
-                             node=BACKEND_NODE)
-        if not (math.isfinite(self.config.deadline_s) and self.config.deadline_s > 0):
-            raise InputError("deadline_minutes", f"got {self.config.deadline_s / 60:g}; allowed 0.05 to 1440",
-                             node=BACKEND_NODE)
+        check_limits(self.config)
         cost = estimate_cost(width, height, frames)
         limits = [x for x in (self.config.max_cost_usd, Settings.load().fal_max_cost_usd) if x > 0]
         limit = min(limits) if limits else 0.0
@@ -382,6 +395,7 @@ async def recover(request_id: str, config: FalConfig = FalConfig(), progress: Pr
     from .queue import QueueHandle
 
     request_id = check_request_id(request_id)
+    check_limits(config)
     backend = FalBackend(config)
     progress = progress or Progress()
     journal = Journal()

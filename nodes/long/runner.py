@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import tempfile
@@ -57,6 +58,18 @@ class LongOptions:
     overlap_frames: int = DEFAULT_OVERLAP
     #: local: condition each chunk on the previous chunk's last frames (when the engine accepts them)
     condition_on_previous: bool = True
+
+    def validate(self) -> "LongOptions":
+        """Raise InputError naming an option out of its range (NaN included)."""
+        if not (math.isfinite(self.scene_threshold) and 1.0 <= self.scene_threshold <= 100.0):
+            raise InputError("scene_threshold", f"got {self.scene_threshold}; allowed 1 to 100 (default "
+                                                f"{DEFAULT_THRESHOLD:g})")
+        if not 1 <= self.min_scene_len <= 100000:
+            raise InputError("min_scene_len", f"got {self.min_scene_len}; allowed 1 to 100000 frames (default "
+                                              f"{DEFAULT_MIN_SCENE_LEN})")
+        if not 0 <= self.overlap_frames <= 240:
+            raise InputError("overlap_frames", f"got {self.overlap_frames}; allowed 0 to 240")
+        return self
 
 
 @dataclass
@@ -237,6 +250,7 @@ async def run_long_async(source: str, output: str, request: OutpaintRequest, can
     """Outpaint `source` (a file of any length) into `output` (MP4) + `<output>.json` (scenes, joins, chunks)."""
     progress = progress or Progress()
     started = time.monotonic()
+    options.validate()
     request = request.replace(resolution=canvas.resolution, source_scale=canvas.source_scale).validate()
     analysis, plan, seed, clip_sha = await asyncio.to_thread(prepare_clip, source, output, request, config, options,
                                                              progress)
