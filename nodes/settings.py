@@ -22,6 +22,8 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from .jsonfile import write_atomic
+
 log = logging.getLogger(__name__)
 
 ENV_CONFIG_DIR = "LTX_OUTPAINT_CONFIG_DIR"
@@ -185,9 +187,4 @@ class Settings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def save(self) -> str:
-        path = os.path.join(config_dir(), SETTINGS_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.as_dict(), f, indent=2)
-        os.replace(tmp, path)
-        return path
+        return write_atomic(os.path.join(config_dir(), SETTINGS_FILE), self.as_dict(), indent=2)

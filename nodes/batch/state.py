@@ -14,6 +14,8 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
+from ..jsonfile import read_object, write_atomic
+
 MANIFEST = "ltx-outpaint-batch.json"
 SUMMARY_JSON = "batch-summary.json"
 SUMMARY_CSV = "batch-summary.csv"
@@ -59,12 +61,8 @@ class BatchState:
         self.load()
 
     def load(self) -> None:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            return
-        for key, rec in (data.get("clips") or {}).items():
+        clips = read_object(self.path).get("clips")
+        for key, rec in (clips if isinstance(clips, dict) else {}).items():
             try:
                 self.clips[key] = ClipRecord(**rec)
             except TypeError:
@@ -78,20 +76,14 @@ class BatchState:
         return None
 
     def save(self) -> None:
-        os.makedirs(self.out_dir, exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"version": 1, "clips": {k: asdict(v) for k, v in self.clips.items()}}, f, indent=1)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, {"version": 1, "clips": {k: asdict(v) for k, v in self.clips.items()}}, indent=1)
 
     def write_summary(self, records: list[ClipRecord], totals: dict) -> tuple[str, str]:
         """batch-summary.json and .csv for this run's clips (in input order); returns their paths."""
         js = os.path.join(self.out_dir, SUMMARY_JSON)
         cs = os.path.join(self.out_dir, SUMMARY_CSV)
-        with open(js + ".tmp", "w", encoding="utf-8") as f:
-            json.dump({"totals": totals, "clips": [r.row() | {"request_ids": r.request_ids} for r in records],
-                       "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f, indent=2)
-        os.replace(js + ".tmp", js)
+        write_atomic(js, {"totals": totals, "clips": [r.row() | {"request_ids": r.request_ids} for r in records],
+                          "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2)
         with open(cs + ".tmp", "w", encoding="utf-8", newline="") as f:
             w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
             w.writeheader()

@@ -1,8 +1,11 @@
 """The folders our nodes may read local files from (see `ltx_outpaint.paths` for the rules and opt-ins)."""
 from __future__ import annotations
 
+import os
+
 import folder_paths
 
+from ..errors import InputError
 from ..paths import PathPolicy
 
 LORA_NODE = "LoRA Stack"
@@ -60,10 +63,6 @@ def save_target(filename_prefix: str, width: int, height: int, node: str) -> tup
     """ComfyUI's (folder, name, counter, subfolder) for a new output file, after refusing a prefix that would
     leave the output folder or that a file system cannot take (NUL and other control characters: FFmpeg
     would cut the name there and overwrite another file)."""
-    import os
-
-    from ..errors import InputError
-
     prefix = str(filename_prefix)
     if any(ord(c) < 32 or ord(c) == 127 for c in prefix):
         raise InputError("filename_prefix", "contains a control character (NUL, newline, ...); use plain text",
@@ -85,8 +84,6 @@ def save_target(filename_prefix: str, width: int, height: int, node: str) -> tup
 def shown_path(path: str) -> str:
     """`path` as a user of the server sees it: relative to ComfyUI's output folder when inside it, else the
     file name (node texts never show the server's folders)."""
-    import os
-
     output = os.path.abspath(folder_paths.get_output_directory())
     full = os.path.abspath(path)
     try:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import time
 
 from ..backends import Progress
+from ..jsonfile import read_object, write_atomic
 from ..settings import config_dir
 
 log = logging.getLogger(__name__)
@@ -28,18 +28,10 @@ class UploadCache:
         self.path = path or os.path.join(config_dir(), "uploads.json")
 
     def _load(self) -> dict:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_object(self.path)
 
     def _save(self, cache: dict) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(cache, f)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, cache)
 
     async def upload(self, client, file_path: str, progress: Progress | None = None) -> str:
         return (await self.upload_info(client, file_path, progress))[0]

@@ -32,6 +32,7 @@ import torch
 from ..backends import Progress, make_backend, prepare_job
 from ..cost import estimate_cost
 from ..errors import InputError
+from ..jsonfile import read_object, write_atomic
 from ..fal.errors import FalCancelled
 from ..media.canvas import CanvasSpec
 from ..media.decode import Audio, Clip, silent_audio
@@ -200,19 +201,10 @@ class ClipState:
         self.path = output + STATE_SUFFIX
 
     def load(self) -> dict:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_object(self.path)
 
     def save(self, data: dict) -> None:
-        tmp = self.path + ".tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, data, indent=1)
 
 
 def prepare_clip(source: str, output: str, request: OutpaintRequest, config, options: LongOptions,
@@ -271,23 +263,21 @@ async def run_long_async(source: str, output: str, request: OutpaintRequest, can
                                metadata={"comment": request.prompt})
 
     assembler = Assembler(open_writer, plan, source_audio, request.generate_audio)
-    stop = threading.Event()  # set when this task stops: the worker thread stops at its next progress check
-    worker_done = True
+    worker = _Worker()
     try:
         if kind == "fal":
             await _run_fal_chunks(backend, source, request, canvas, plan, analysis, clip_sha, assembler, outputs,
                                   progress, semaphore or asyncio.Semaphore(max(1, concurrency)), output)
         else:
-            await _in_worker(stop, _run_inprocess_chunks, backend, source, request, canvas, plan, analysis,
-                             options, assembler, outputs, _StopAware(progress, stop), notes)
-        path = await _in_worker(stop, assembler.finish)
-    except BaseException as exc:
-        worker_done = not isinstance(exc, _WorkerStillRunning)
-        if worker_done and assembler.writer is not None:
+            await worker.run(_run_inprocess_chunks, backend, source, request, canvas, plan, analysis, options,
+                             assembler, outputs, worker.progress(progress), notes)
+        path = await worker.run(assembler.finish)
+    except BaseException:
+        if assembler.writer is not None and not worker.busy:
             assembler.writer.abort()
-        raise (exc.__cause__ or exc) if isinstance(exc, _WorkerStillRunning) else exc
+        raise
     finally:
-        if source_audio is not None and worker_done:  # never close what a running worker still reads
+        if source_audio is not None and not worker.busy:  # never close what a running worker still reads
             source_audio.close()
     if assembler.writer.frames != plan.frames:
         raise RuntimeError(f"wrote {assembler.writer.frames} frames, planned {plan.frames}")
@@ -326,35 +316,41 @@ class _StopAware(Progress):
         self.inner.note(text)
 
 
-class _WorkerStillRunning(Exception):
-    """The worker did not stop in time after a stop: what it uses must not be closed under it."""
-
-
 WORKER_STOP_WAIT_S = 120.0
 
 
-async def _in_worker(stop: threading.Event, fn, *args):
-    """`fn(*args)` in a worker thread. When this task stops (Ctrl-C, cancellation) the worker is told (`stop`)
-    and waited for, so the caller's clean-up never closes a file or writer the worker is still using."""
-    future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
-    try:
-        return await asyncio.shield(future)
-    except BaseException as exc:
-        if future.done():
+class _Worker:
+    """Runs a long clip's blocking steps in a thread. When the task stops (Ctrl-C, cancellation) the thread is
+    told (`stop`, read through `progress()`) and waited for, so the caller's clean-up never closes a file or
+    writer it is still using; `busy` stays True only if it did not stop in time."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.busy = False
+
+    def progress(self, inner: Progress) -> Progress:
+        return _StopAware(inner, self.stop)
+
+    async def run(self, fn, *args):
+        future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except BaseException:
+            if not future.done():
+                self.stop.set()
+                deadline = time.monotonic() + WORKER_STOP_WAIT_S
+                while not future.done() and time.monotonic() < deadline:
+                    try:
+                        await asyncio.wait({future}, timeout=0.2)
+                    except BaseException:  # noqa: BLE001 - stopped again: keep waiting for the worker
+                        continue
+                self.busy = not future.done()
+                if self.busy:
+                    log.warning("the worker thread did not stop within %.0f s; leaving its files open",
+                                WORKER_STOP_WAIT_S)
+                elif not future.cancelled() and future.exception() is not None:  # its own stop, as expected
+                    log.debug("worker stopped: %r", future.exception())
             raise
-        stop.set()
-        deadline = time.monotonic() + WORKER_STOP_WAIT_S
-        while not future.done() and time.monotonic() < deadline:
-            try:
-                await asyncio.wait({future}, timeout=0.2)
-            except BaseException:  # noqa: BLE001 - stopped again: keep waiting for the worker
-                continue
-        if not future.done():
-            log.warning("the worker thread did not stop within %.0f s; leaving its files open", WORKER_STOP_WAIT_S)
-            raise _WorkerStillRunning() from exc
-        if not future.cancelled() and future.exception() is not None:  # the worker's own stop, as expected
-            log.debug("worker stopped: %r", future.exception())
-        raise
 
 
 def run_long(*args, **kwargs) -> LongResult:
